@@ -1,0 +1,380 @@
+/*
+ * cli.c - the command table of the pgqlua program (see cli.h).  Each
+ * command parses its own options, which may stand before or after CONFIG,
+ * and returns an exit code; only main.c exits.
+ */
+#include "cli.h"
+#include "config.h"
+#include "consumer.h"
+#include "daemon.h"
+#include "failed.h"
+#include "log.h"
+#include "pgconn.h"
+#include "pgq.h"
+#include "pgqlua.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ARGS 256
+
+typedef struct cli_args {
+	const char *command;
+	const char *config;
+	const char *pos[MAX_ARGS];   /* positional arguments after CONFIG */
+	int npos;
+	int once;
+	int help;
+} cli_args;
+
+typedef struct cli_command {
+	const char *name;
+	int (*run)(cli_args *a);
+	const char *usage;
+	const char *help;
+	int needs_config;
+	const char *options;         /* accepted long options, space separated */
+} cli_command;
+
+static int cmd_run(cli_args *a);
+static int cmd_install(cli_args *a);
+static int cmd_register(cli_args *a);
+static int cmd_unregister(cli_args *a);
+static int cmd_failed(cli_args *a);
+static int cmd_sample_config(cli_args *a);
+
+static const cli_command commands[] = {
+	{"run", cmd_run, "run [--once] CONFIG", "consume in the foreground until SIGTERM/SIGINT;"
+	 " --once: until no batch is ready", 1, "--once"},
+	{"install", cmd_install, "install CONFIG", "create the queue if missing, register the consumer,"
+	 " create schema pgqlua", 1, ""},
+	{"register", cmd_register, "register CONFIG", "register the consumer on its queue", 1, ""},
+	{"unregister", cmd_unregister, "unregister CONFIG", "unregister the consumer (its pending events are dropped by PgQ)", 1, ""},
+	{"failed", cmd_failed, "failed list|retry|delete CONFIG [ID...|all]",
+	 "show failed events, put them back into the queue for this consumer, or delete them", 1, ""},
+	{"sample-config", cmd_sample_config, "sample-config", "print every config key with its default", 0, ""},
+};
+
+#define N_COMMANDS ((int)(sizeof(commands) / sizeof(commands[0])))
+
+static void print_usage(FILE *out)
+{
+	fprintf(out, "Usage: pgqlua COMMAND CONFIG [args]\n\nCommands:\n");
+	for (int i = 0; i < N_COMMANDS; i++)
+		fprintf(out, "  pgqlua %-44s %s\n", commands[i].usage, commands[i].help);
+	fprintf(out, "\n  pgqlua --help | --version\n\n"
+	             "Exit codes: 0 ok, 1 some event ids not found, 64 usage, 65 script error,\n"
+	             "66 config file unreadable, 69 database unavailable, 70 internal error,\n"
+	             "73 pid file, 75 batch rolled back (run --once), 78 config invalid.\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "pgqlua: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (see pgqlua --help)\n");
+	return EXIT_USAGE;
+}
+
+static int exit_for(pgqlua_status st)
+{
+	switch (st) {
+	case PGQLUA_OK:
+	case PGQLUA_NO_BATCH:
+	case PGQLUA_STOPPED: return EXIT_OK_;
+	case PGQLUA_BATCH_ABORTED: return EXIT_TEMPFAIL;
+	case PGQLUA_ERR_USAGE: return EXIT_USAGE;
+	case PGQLUA_ERR_CONFIG: return EXIT_CONFIG;
+	case PGQLUA_ERR_SCRIPT: return EXIT_SCRIPT;
+	case PGQLUA_ERR_DB: return EXIT_DB;
+	case PGQLUA_ERR_INTERNAL: return EXIT_INTERNAL;
+	}
+	return EXIT_INTERNAL;
+}
+
+/* Load the config for commands that do not run the script. */
+static int load_config(const char *path, config **cfg)
+{
+	char err[1024];
+	config_status st = config_load(path, cfg, err, sizeof(err));
+	if (st == CONFIG_OK)
+		return 0;
+	fprintf(stderr, "pgqlua: %s\n", err);
+	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : EXIT_CONFIG;
+}
+
+static int connect_config(const config *cfg, pgconn **out)
+{
+	char err[1024];
+	pgconn *c;
+	*out = NULL;
+	if (pgconn_check_conninfo(cfg->db, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: %s: %s\n", cfg->path, err);
+		return EXIT_CONFIG;
+	}
+	c = pgconn_new(cfg->db);
+	if (!c) {
+		fprintf(stderr, "pgqlua: out of memory\n");
+		return EXIT_INTERNAL;
+	}
+	if (pgconn_connect(c, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: %s\n", err);
+		pgconn_free(c);
+		return EXIT_DB;
+	}
+	*out = c;
+	return 0;
+}
+
+static int cmd_run(cli_args *a)
+{
+	char err[1024];
+	pgqlua_consumer *c;
+	pgqlua_status st;
+	const config *cfg;
+	config *loaded;
+	int rc;
+
+	if (a->npos > 0)
+		return usage_error("run: unexpected argument \"%s\"", a->pos[0]);
+	if ((rc = load_config(a->config, &loaded)) != 0)
+		return rc;
+	st = consumer_open_config(loaded, &c, err, sizeof(err));
+	if (st != PGQLUA_OK) {
+		fprintf(stderr, "pgqlua: %s\n", err);
+		return exit_for(st);
+	}
+	cfg = consumer_config(c);
+	if (cfg->pidfile && daemon_write_pidfile(cfg->pidfile, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: %s\n", err);
+		pgqlua_close(c);
+		return EXIT_CANTCREAT;
+	}
+	daemon_install_signals(c);
+	st = pgqlua_run(c, a->once);
+	daemon_reset_signals();
+	rc = exit_for(st);
+	if (st == PGQLUA_ERR_DB)
+		fprintf(stderr, "pgqlua: %s: database unavailable or PgQ refused (see the log above)\n",
+		        cfg->path);
+	daemon_remove_pidfile(cfg->pidfile);
+	pgqlua_close(c);
+	return rc;
+}
+
+static int cmd_install(cli_args *a)
+{
+	config *cfg;
+	pgconn *c = NULL;
+	char err[1024];
+	int rc, r;
+
+	if (a->npos > 0)
+		return usage_error("install: unexpected argument \"%s\"", a->pos[0]);
+	if ((rc = load_config(a->config, &cfg)) != 0)
+		return rc;
+	if ((rc = connect_config(cfg, &c)) != 0)
+		goto out;
+	rc = EXIT_DB;
+	if (pgconn_cmd(c, "set client_min_messages = warning; create extension if not exists pgq", err,
+	               sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: the pgq extension is missing and cannot be created: %s\n", err);
+		goto out;
+	}
+	if ((r = pgq_create_queue(c, cfg->queue_name, err, sizeof(err))) < 0) {
+		fprintf(stderr, "pgqlua: creating queue %s: %s\n", cfg->queue_name, err);
+		goto out;
+	}
+	printf("queue %s: %s\n", cfg->queue_name, r ? "created" : "exists");
+	if ((r = pgq_register(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err))) < 0) {
+		fprintf(stderr, "pgqlua: registering %s: %s\n", cfg->consumer_name, err);
+		goto out;
+	}
+	printf("consumer %s: %s\n", cfg->consumer_name, r ? "registered" : "already registered");
+	if (failed_install_schema(c, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: creating schema pgqlua: %s\n", err);
+		goto out;
+	}
+	printf("schema pgqlua: ready\n");
+	rc = 0;
+out:
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
+static int registration(cli_args *a, int reg)
+{
+	config *cfg;
+	pgconn *c = NULL;
+	char err[1024];
+	int rc, r;
+
+	if (a->npos > 0)
+		return usage_error("unexpected argument \"%s\"", a->pos[0]);
+	if ((rc = load_config(a->config, &cfg)) != 0)
+		return rc;
+	if ((rc = connect_config(cfg, &c)) != 0)
+		goto out;
+	r = reg ? pgq_register(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err))
+	        : pgq_unregister(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "pgqlua: %s %s on %s: %s\n", reg ? "registering" : "unregistering",
+		        cfg->consumer_name, cfg->queue_name, err);
+		rc = EXIT_DB;
+		goto out;
+	}
+	if (reg)
+		printf("consumer %s on queue %s: %s\n", cfg->consumer_name, cfg->queue_name,
+		       r ? "registered" : "already registered");
+	else
+		printf("consumer %s on queue %s: unregistered\n", cfg->consumer_name, cfg->queue_name);
+out:
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
+static int cmd_register(cli_args *a)
+{
+	return registration(a, 1);
+}
+
+static int cmd_unregister(cli_args *a)
+{
+	return registration(a, 0);
+}
+
+static int cmd_failed(cli_args *a)
+{
+	typedef long (*failed_fn)(pgconn *, const char *, const char *, const long long *, int, FILE *,
+	                          char *, size_t);
+	config *cfg;
+	pgconn *c = NULL;
+	char err[1024];
+	long long ids[MAX_ARGS];
+	int nids = 0, all = 0, rc;
+	long n;
+	failed_fn fn;
+	const char *action = a->command;
+
+	if (strcmp(action, "list") == 0)
+		fn = failed_list;
+	else if (strcmp(action, "retry") == 0)
+		fn = failed_retry;
+	else if (strcmp(action, "delete") == 0)
+		fn = failed_delete;
+	else
+		return usage_error("failed: unknown action \"%s\" (use list, retry or delete)", action);
+	for (int i = 0; i < a->npos; i++) {
+		char *end;
+		if (strcmp(a->pos[i], "all") == 0) {
+			all = 1;
+			continue;
+		}
+		errno = 0;
+		ids[nids] = strtoll(a->pos[i], &end, 10);
+		if (errno || end == a->pos[i] || *end || ids[nids] <= 0)
+			return usage_error("failed: \"%s\" is not an event id (a positive integer or \"all\")",
+			                   a->pos[i]);
+		nids++;
+	}
+	if (fn != failed_list && nids == 0 && !all)
+		return usage_error("failed %s: give event ids or \"all\"", action);
+	if (all && nids > 0)
+		return usage_error("failed: give event ids or \"all\", not both%s", "");
+	if ((rc = load_config(a->config, &cfg)) != 0)
+		return rc;
+	if ((rc = connect_config(cfg, &c)) != 0)
+		goto out;
+	n = fn(c, cfg->queue_name, cfg->consumer_name, ids, nids, stdout, err, sizeof(err));
+	if (n < 0) {
+		fprintf(stderr, "pgqlua: failed %s: %s%s\n", action, err,
+		            strstr(err, "pgqlua.failed_event") ? " (run `pgqlua install CONFIG`)" : "");
+		rc = EXIT_DB;
+	} else if (nids > 0 && n < nids)
+		rc = EXIT_PARTIAL;
+out:
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
+static int cmd_sample_config(cli_args *a)
+{
+	(void)a;
+	config_print_sample(stdout);
+	return 0;
+}
+
+static const cli_command *find_command(const char *name)
+{
+	for (int i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static int option_allowed(const cli_command *cmd, const char *opt)
+{
+	size_t n = strlen(opt);
+	for (const char *p = cmd->options; (p = strstr(p, opt)) != NULL; p += n)
+		if (p[n] == ' ' || p[n] == '\0')
+			return 1;
+	return 0;
+}
+
+int cli_main(int argc, char **argv)
+{
+	const cli_command *cmd;
+	cli_args a;
+	int first = 2, config_seen = 0;
+
+	memset(&a, 0, sizeof(a));
+	if (argc < 2)
+		return usage_error("no command given%s", "");
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		print_usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("pgqlua %s\n", pgqlua_version());
+		return 0;
+	}
+	cmd = find_command(argv[1]);
+	if (!cmd)
+		return usage_error("unknown command \"%s\"", argv[1]);
+	a.command = cmd->name;
+	if (cmd->run == cmd_failed) {
+		if (argc < 3 || argv[2][0] == '-')
+			return usage_error("failed: give an action: list, retry or delete%s", "");
+		a.command = argv[2];
+		first = 3;
+	}
+	for (int i = first; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+			printf("Usage: pgqlua %s\n  %s\n", cmd->usage, cmd->help);
+			return 0;
+		}
+		if (arg[0] == '-' && arg[1] != '\0') {
+			if (!option_allowed(cmd, arg))
+				return usage_error("unknown option \"%s\"", arg);
+			if (strcmp(arg, "--once") == 0)
+				a.once = 1;
+			continue;
+		}
+		if (cmd->needs_config && !config_seen) {
+			a.config = arg;
+			config_seen = 1;
+		} else if (a.npos < MAX_ARGS)
+			a.pos[a.npos++] = arg;
+		else
+			return usage_error("too many arguments%s", "");
+	}
+	if (cmd->needs_config && !a.config)
+		return usage_error("%s: no CONFIG file given", cmd->name);
+	return cmd->run(&a);
+}

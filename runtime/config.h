@@ -1,0 +1,66 @@
+/*
+ * config.h - one consumer's YAML config, parsed with libyaml from a typed
+ * key table that also drives --sample-config and the docs check.
+ * Called by the consumer at open and on reload, and by the CLI.
+ */
+#ifndef PGQLUA_CONFIG_H
+#define PGQLUA_CONFIG_H
+
+#include <stdio.h>
+
+typedef struct config {
+	char *path;              /* the config file as given */
+	char *dir;               /* its folder: relative paths start here */
+
+	char *queue_name;
+	char *consumer_name;
+	char *db;                /* libpq conninfo or URI: may hold a password */
+	char *script;            /* resolved against dir */
+	char *pidfile;
+	char *logfile;
+	int log_level;
+
+	double loop_delay;
+	double retry_delay;
+	int max_retries;
+	int fetch_size;
+	int batch_min_count;     /* <= 0: not set */
+	double batch_min_interval; /* < 0: not set */
+	double batch_min_lag;    /* < 0: not set */
+	double stats_period;
+	double event_timeout;    /* seconds of Lua per event; 0: none */
+	long long lua_memory_limit; /* bytes; 0: none */
+} config;
+
+typedef enum config_status {
+	CONFIG_OK = 0,
+	CONFIG_ERR_NOFILE,       /* cannot read the file */
+	CONFIG_ERR_INVALID,      /* syntax, unknown key, type, missing key */
+	CONFIG_ERR_NOMEM
+} config_status;
+
+/* Load and validate a file.  On error *out is NULL and err has one line
+ * starting with "FILE:LINE:COLUMN: " where there is a position. */
+config_status config_load(const char *path, config **out, char *err, size_t errlen);
+
+/* Same, from a string (name is used in messages); for tests and embedding. */
+config_status config_parse_string(const char *text, const char *name,
+                                  config **out, char *err, size_t errlen);
+
+void config_free(config *cfg);
+
+/* Names of settings that differ and cannot change without a restart,
+ * comma-separated into buf ("" when none). */
+void config_diff_restart_only(const config *a, const config *b, char *buf, size_t len);
+
+/* Print every key with its type, default and help as a commented YAML file. */
+void config_print_sample(FILE *out);
+
+/* Iterate over key names (for the docs check); NULL past the end. */
+const char *config_key_name(int i);
+
+/* Expand ${VAR} and ${VAR:-default} in s.  Returns a malloc'd string, or
+ * NULL with err set ("unset variable", "unterminated"). */
+char *config_expand_env(const char *s, char *err, size_t errlen);
+
+#endif

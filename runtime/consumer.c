@@ -1,0 +1,504 @@
+/*
+ * consumer.c - the batch loop and the public pgqlua_* API (pgqlua.h).
+ * One batch is one transaction on the queue's database: the script's
+ * writes, retries, failed-event rows and finish_batch commit together.
+ * Reloads are applied here, between batches, and nowhere else.
+ */
+#include "consumer.h"
+#include "failed.h"
+#include "lbridge.h"
+#include "ldb.h"
+#include "log.h"
+#include "pgconn.h"
+#include "pgq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKOFF_MIN 1.0
+#define BACKOFF_MAX 30.0
+
+typedef struct consumer_stats {
+	long long events;
+	long long batches;
+	long long retries;
+	long long failed;
+	long long errors;
+	long long aborts;
+	double lag;
+} consumer_stats;
+
+struct pgqlua_consumer {
+	config *cfg;
+	pgconn *conn;
+	lb_script *script;
+	ldb_state db;
+	consumer_stats stats, stats_logged;
+	double next_stats;         /* monotonic time of the next stats line */
+	double backoff;            /* seconds; 0 after a success */
+	int polled;                /* a next_batch call has succeeded once */
+	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
+	volatile sig_atomic_t stop_requests;
+	volatile sig_atomic_t reload_requested;
+};
+
+typedef enum event_step {
+	STEP_NEXT = 0,             /* go on with the next event */
+	STEP_ABORT,                /* the script asked to abort the batch */
+	STEP_DB_ERROR              /* the runtime's own SQL failed */
+} event_step;
+
+static double now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *pgqlua_version(void)
+{
+	return PGQLUA_VERSION;
+}
+
+const char *pgqlua_status_str(pgqlua_status st)
+{
+	switch (st) {
+	case PGQLUA_OK: return "ok";
+	case PGQLUA_NO_BATCH: return "no batch ready";
+	case PGQLUA_BATCH_ABORTED: return "batch aborted; it will be delivered again";
+	case PGQLUA_STOPPED: return "stopped";
+	case PGQLUA_ERR_USAGE: return "usage error";
+	case PGQLUA_ERR_CONFIG: return "configuration error";
+	case PGQLUA_ERR_SCRIPT: return "script error";
+	case PGQLUA_ERR_DB: return "database error";
+	case PGQLUA_ERR_INTERNAL: return "internal error";
+	}
+	return "unknown status";
+}
+
+const config *consumer_config(const pgqlua_consumer *c)
+{
+	return c->cfg;
+}
+
+static void apply_logging(const config *cfg)
+{
+	log_set_level((log_level)cfg->log_level);
+	log_set_consumer(cfg->consumer_name);
+	if (cfg->logfile && log_open_file(cfg->logfile) != 0)
+		log_error("cannot open logfile %s: %s; logging to stderr", cfg->logfile, strerror(errno));
+}
+
+pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err, size_t errlen)
+{
+	pgqlua_consumer *c = calloc(1, sizeof(*c));
+	int fds[2];
+
+	*out = NULL;
+	if (!c || pipe(fds) != 0) {
+		free(c);
+		config_free(cfg);
+		snprintf(err, errlen, "out of memory or file descriptors");
+		return PGQLUA_ERR_INTERNAL;
+	}
+	for (int i = 0; i < 2; i++)
+		fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+	c->wake_r = fds[0];
+	c->wake_w = fds[1];
+	c->cfg = cfg;
+	if (pgconn_check_conninfo(cfg->db, err, errlen) != 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", err);
+		snprintf(err, errlen, "%s: %s", cfg->path, msg);
+		pgqlua_close(c);
+		return PGQLUA_ERR_CONFIG;
+	}
+	c->conn = pgconn_new(cfg->db);
+	if (!c->conn) {
+		pgqlua_close(c);
+		snprintf(err, errlen, "out of memory");
+		return PGQLUA_ERR_INTERNAL;
+	}
+	apply_logging(cfg);
+	c->script = lb_script_load(cfg, &c->db, err, errlen);
+	if (!c->script) {
+		pgqlua_close(c);
+		return PGQLUA_ERR_SCRIPT;
+	}
+	c->next_stats = now_mono() + cfg->stats_period;
+	*out = c;
+	return PGQLUA_OK;
+}
+
+pgqlua_status pgqlua_open(const char *config_path, pgqlua_consumer **out, char *err, size_t errlen)
+{
+	config *cfg;
+	*out = NULL;
+	if (!config_path) {
+		snprintf(err, errlen, "no config file given");
+		return PGQLUA_ERR_USAGE;
+	}
+	if (config_load(config_path, &cfg, err, errlen) != CONFIG_OK)
+		return PGQLUA_ERR_CONFIG;
+	return consumer_open_config(cfg, out, err, errlen);
+}
+
+void pgqlua_close(pgqlua_consumer *c)
+{
+	if (!c)
+		return;
+	lb_script_free(c->script);
+	pgconn_free(c->conn);
+	config_free(c->cfg);
+	if (c->wake_r > 0)
+		close(c->wake_r);
+	if (c->wake_w > 0)
+		close(c->wake_w);
+	free(c);
+}
+
+void pgqlua_request_stop(pgqlua_consumer *c)
+{
+	int saved = errno;
+	c->stop_requests++;
+	if (write(c->wake_w, "s", 1) < 0) {
+		/* the pipe is full: the loop is awake already */
+	}
+	errno = saved;
+}
+
+void pgqlua_request_reload(pgqlua_consumer *c)
+{
+	int saved = errno;
+	c->reload_requested = 1;
+	if (write(c->wake_w, "r", 1) < 0) {
+		/* as above */
+	}
+	errno = saved;
+}
+
+/* Sleep up to secs, waking at once on stop or reload. */
+static void consumer_sleep(pgqlua_consumer *c, double secs)
+{
+	struct pollfd pfd = {c->wake_r, POLLIN, 0};
+	char buf[64];
+	if (c->stop_requests || c->reload_requested)
+		return;
+	if (poll(&pfd, 1, (int)(secs * 1000)) > 0)
+		while (read(c->wake_r, buf, sizeof(buf)) > 0)
+			;
+}
+
+static double next_backoff(pgqlua_consumer *c)
+{
+	c->backoff = c->backoff <= 0 ? BACKOFF_MIN : c->backoff * 2;
+	if (c->backoff > BACKOFF_MAX)
+		c->backoff = BACKOFF_MAX;
+	return c->backoff;
+}
+
+static void log_stats(pgqlua_consumer *c, const char *what)
+{
+	consumer_stats *s = &c->stats, *o = &c->stats_logged;
+	log_info("%s: events=%lld batches=%lld retries=%lld failed=%lld errors=%lld aborts=%lld lag=%.1fs",
+	         what, s->events - o->events, s->batches - o->batches, s->retries - o->retries,
+	         s->failed - o->failed, s->errors - o->errors, s->aborts - o->aborts, s->lag);
+	*o = *s;
+}
+
+static void maybe_log_stats(pgqlua_consumer *c)
+{
+	double now;
+	if (c->cfg->stats_period <= 0)
+		return;
+	now = now_mono();
+	if (now < c->next_stats)
+		return;
+	c->next_stats = now + c->cfg->stats_period;
+	log_stats(c, "stats");
+}
+
+/* After a failed statement: roll back, drop a broken connection. */
+static pgqlua_status db_failure(pgqlua_consumer *c, const char *what, const char *err)
+{
+	const char *hint = strstr(err, "pgqlua.failed_event") ? " (run `pgqlua install CONFIG`)" : "";
+	log_error("%s: %s%s", what, err, hint);
+	pgq_rollback(c->conn);
+	if (!pgconn_is_ok(c->conn)) {
+		log_warn("connection to %s lost; the open batch will be delivered again",
+		         pgconn_safe_name(c->conn));
+		pgconn_close(c->conn);
+	}
+	return PGQLUA_ERR_DB;
+}
+
+static event_step send_to_failed(pgqlua_consumer *c, const PGresult *res, int row, const char *reason)
+{
+	char err[1024];
+	log_warn("event %s: moved to the failed-event table: %s", PQgetvalue(res, row, PGQ_EV_ID), reason);
+	if (failed_record(c->conn, c->cfg->queue_name, c->cfg->consumer_name, res, row, reason, err,
+	                  sizeof(err)) != 0) {
+		db_failure(c, "recording a failed event", err);
+		return STEP_DB_ERROR;
+	}
+	c->stats.failed++;
+	return STEP_NEXT;
+}
+
+static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res, int row)
+{
+	lb_result r;
+	char err[1024];
+	long long retry;
+	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
+
+	ldb_event_begin(&c->db);
+	lb_call_event(c->script, res, row, &r);
+	if (r.outcome == LB_OK && c->db.sql_failed) {
+		r.outcome = LB_ERROR;
+		snprintf(r.msg, sizeof(r.msg), "the script went on after an SQL error: %s", c->db.sql_error);
+	}
+	if (r.outcome == LB_ABORT)
+		return STEP_ABORT;
+	if (ldb_event_end(&c->db, r.outcome == LB_OK, err, sizeof(err)) != 0) {
+		db_failure(c, "rolling back an event's writes", err);
+		return STEP_DB_ERROR;
+	}
+	c->stats.events++;
+	switch (r.outcome) {
+	case LB_OK:
+		log_trace("event %s: ok", id);
+		return STEP_NEXT;
+	case LB_FAILED:
+		return send_to_failed(c, res, row, r.msg);
+	case LB_ERROR:
+		c->stats.errors++;
+		log_warn("event %s: script error: %s", id, r.msg);
+		break;
+	case LB_RETRY:
+	case LB_ABORT:
+		break;
+	}
+	/* RETRY or an error: back through PgQ, unless retries are used up */
+	retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
+	if (retry >= c->cfg->max_retries) {
+		char reason[1200];
+		snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
+		         r.msg[0] ? r.msg : "retried by the script");
+		return send_to_failed(c, res, row, reason);
+	}
+	if (r.delay < 0)
+		r.delay = c->cfg->retry_delay;
+	log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r.delay, r.msg[0] ? ": " : "", r.msg);
+	if (pgq_retry_event(c->conn, c->cfg->queue_name, c->cfg->consumer_name, res, row, r.delay, err,
+	                    sizeof(err)) != 0) {
+		db_failure(c, "pgq.event_retry_raw", err);
+		return STEP_DB_ERROR;
+	}
+	c->stats.retries++;
+	return STEP_NEXT;
+}
+
+static pgqlua_status consumer_abort_batch(pgqlua_consumer *c, const char *why)
+{
+	ldb_batch_end(&c->db);
+	pgq_rollback(c->conn);
+	c->stats.aborts++;
+	log_warn("batch rolled back (%s); it will be delivered again", why);
+	log_set_batch(0);
+	return PGQLUA_BATCH_ABORTED;
+}
+
+static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch *b)
+{
+	char err[1024];
+	PGresult *res;
+	pgqlua_status st = PGQLUA_OK;
+	long long n_events = 0;
+
+	res = pgq_open_batch(c->conn, b->batch_id, c->cfg->fetch_size, err, sizeof(err));
+	if (!res)
+		return db_failure(c, "opening the batch cursor", err);
+	ldb_batch_begin(&c->db, c->conn);
+	if (lb_call_batch_start(c->script, b, err, sizeof(err)) != 0) {
+		log_error("on_batch_start: %s", err);
+		st = consumer_abort_batch(c, "on_batch_start failed");
+		goto out;
+	}
+	if (ldb_event_end(&c->db, 1, err, sizeof(err)) != 0) {
+		st = db_failure(c, "on_batch_start", err);
+		goto out;
+	}
+	for (;;) {
+		int n = PQntuples(res);
+		for (int i = 0; i < n; i++) {
+			event_step step;
+			if (c->stop_requests > 1) {
+				st = consumer_abort_batch(c, "immediate stop");
+				goto out;
+			}
+			step = consumer_handle_event(c, res, i);
+			if (step == STEP_ABORT) {
+				char why[128];
+				snprintf(why, sizeof(why), "the script returned pgq.ABORT_BATCH at event %s",
+				         PQgetvalue(res, i, PGQ_EV_ID));
+				st = consumer_abort_batch(c, why);
+				goto out;
+			}
+			if (step == STEP_DB_ERROR) {
+				ldb_batch_end(&c->db);
+				st = PGQLUA_ERR_DB;
+				goto out;
+			}
+		}
+		n_events += n;
+		if (n < c->cfg->fetch_size)
+			break;
+		PQclear(res);
+		res = pgq_fetch_events(c->conn, c->cfg->fetch_size, err, sizeof(err));
+		if (!res) {
+			ldb_batch_end(&c->db);
+			st = db_failure(c, "fetching events", err);
+			goto out;
+		}
+	}
+	if (lb_call_batch_end(c->script, b, err, sizeof(err)) != 0) {
+		log_error("on_batch_end: %s", err);
+		st = consumer_abort_batch(c, "on_batch_end failed");
+		goto out;
+	}
+	ldb_event_end(&c->db, 1, err, sizeof(err));
+	ldb_batch_end(&c->db);
+	if (pgq_finish_batch(c->conn, b->batch_id, err, sizeof(err)) != 0) {
+		st = db_failure(c, "finishing the batch", err);
+		goto out;
+	}
+	c->stats.batches++;
+	c->stats.lag = b->lag;
+	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
+out:
+	PQclear(res);
+	log_set_batch(0);
+	return st;
+}
+
+static int consumer_connect(pgqlua_consumer *c)
+{
+	char err[1024];
+	if (pgconn_is_ok(c->conn))
+		return 0;
+	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	log_info("connected to %s", pgconn_safe_name(c->conn));
+	return 0;
+}
+
+pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+{
+	pgq_batch b;
+	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
+	char err[1024];
+	pgq_result r;
+
+	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+	if (r == PGQ_ERROR)
+		return db_failure(c, "pgq.next_batch_custom", err);
+	c->polled = 1;
+	if (r == PGQ_NONE)
+		return PGQLUA_NO_BATCH;
+	log_set_batch(b.batch_id);
+	return consumer_process_batch(c, &b);
+}
+
+static void consumer_reload(pgqlua_consumer *c)
+{
+	char err[1024], diff[256];
+	config *ncfg;
+	lb_script *ns;
+
+	c->reload_requested = 0;
+	log_info("reload requested: reading %s", c->cfg->path);
+	if (config_load(c->cfg->path, &ncfg, err, sizeof(err)) != CONFIG_OK) {
+		log_error("reload failed, keeping the old configuration and script: %s", err);
+		return;
+	}
+	config_diff_restart_only(c->cfg, ncfg, diff, sizeof(diff));
+	if (diff[0])
+		log_warn("reload: %s changed; ignored until restart", diff);
+	/* settings that cannot change at runtime keep their running values */
+	{
+		char **fields_old[] = {&c->cfg->queue_name, &c->cfg->consumer_name, &c->cfg->db, &c->cfg->pidfile};
+		char **fields_new[] = {&ncfg->queue_name, &ncfg->consumer_name, &ncfg->db, &ncfg->pidfile};
+		for (size_t i = 0; i < sizeof(fields_old) / sizeof(fields_old[0]); i++) {
+			char *t = *fields_old[i];
+			*fields_old[i] = *fields_new[i];
+			*fields_new[i] = t;
+		}
+	}
+	ns = lb_script_load(ncfg, &c->db, err, sizeof(err));
+	if (!ns) {
+		log_error("reload failed, keeping the old configuration and script: %s", err);
+		config_free(ncfg);
+		return;
+	}
+	lb_script_free(c->script);
+	config_free(c->cfg);
+	c->script = ns;
+	c->cfg = ncfg;
+	apply_logging(ncfg);
+	log_info("reloaded: script %s", ncfg->script);
+}
+
+pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
+{
+	pgqlua_status st = PGQLUA_OK;
+
+	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
+	         c->cfg->queue_name, c->cfg->script);
+	while (!c->stop_requests) {
+		if (c->reload_requested)
+			consumer_reload(c);
+		maybe_log_stats(c);
+		st = pgqlua_run_batch(c);
+		if (st == PGQLUA_OK) {
+			c->backoff = 0;
+			continue;
+		}
+		if (st == PGQLUA_NO_BATCH) {
+			c->backoff = 0;
+			if (once) {
+				st = PGQLUA_OK;
+				break;
+			}
+			consumer_sleep(c, c->cfg->loop_delay);
+		} else if (st == PGQLUA_BATCH_ABORTED || st == PGQLUA_ERR_DB) {
+			if (once || !c->polled)
+				break;
+			consumer_sleep(c, next_backoff(c));
+		} else
+			break;
+	}
+	if (c->stop_requests && (st == PGQLUA_OK || st == PGQLUA_NO_BATCH || st == PGQLUA_BATCH_ABORTED ||
+	                         st == PGQLUA_ERR_DB))
+		st = PGQLUA_STOPPED;
+	{
+		struct rusage ru;
+		c->stats_logged = (consumer_stats){0};
+		getrusage(RUSAGE_SELF, &ru);
+		log_stats(c, "totals");
+		log_info("consumer exits: %s (peak RSS %ld kB)", pgqlua_status_str(st), ru.ru_maxrss);
+	}
+	return st;
+}

@@ -1,0 +1,29 @@
+/*
+ * failed.h - the runtime's own schema `pgqlua` and its failed-event table
+ * (pgq 3 has none).  Called by the consumer (record a failure inside the
+ * batch transaction) and by the CLI (install, failed list/retry/delete).
+ */
+#ifndef PGQLUA_FAILED_H
+#define PGQLUA_FAILED_H
+
+#include "pgconn.h"
+#include <stdio.h>
+
+/* Create schema pgqlua and its tables if missing (idempotent). */
+int failed_install_schema(pgconn *c, char *err, size_t errlen);
+
+/* Record row `row` of a batch cursor result as failed, with a reason. */
+int failed_record(pgconn *c, const char *queue, const char *consumer,
+                  const PGresult *res, int row, const char *reason,
+                  char *err, size_t errlen);
+
+/* ids: NULL or an empty list means all of this consumer's failed events.
+ * Each prints what it did to out and returns the count, or -1 with err. */
+long failed_list(pgconn *c, const char *queue, const char *consumer,
+                 const long long *ids, int nids, FILE *out, char *err, size_t errlen);
+long failed_retry(pgconn *c, const char *queue, const char *consumer,
+                  const long long *ids, int nids, FILE *out, char *err, size_t errlen);
+long failed_delete(pgconn *c, const char *queue, const char *consumer,
+                   const long long *ids, int nids, FILE *out, char *err, size_t errlen);
+
+#endif

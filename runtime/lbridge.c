@@ -1,0 +1,517 @@
+/*
+ * lbridge.c - a consumer script's lua_State (see lbridge.h).  Every entry
+ * into Lua goes through docall(): a C trampoline run under lua_pcall with a
+ * traceback handler, an optional deadline hook and a memory-limited
+ * allocator, so nothing outside a protected call can raise.
+ */
+#include "lbridge.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOAD_TIMEOUT 30.0      /* seconds for top level and init() */
+#define HOOK_COUNT 10000       /* instructions between deadline checks */
+#define TRACEBACK_MARK "\nstack traceback:"
+
+struct lb_script {
+	lua_State *L;
+	const config *cfg;
+	ldb_state *db;
+	size_t mem_used;
+	size_t mem_limit;          /* 0: none */
+	double deadline;           /* monotonic seconds; 0: none */
+	double timeout;            /* the limit being enforced, for messages */
+	int ref_process_event;
+	int ref_init;
+	int ref_batch_start;
+	int ref_batch_end;
+	int ref_db;
+	int ref_null;
+};
+
+static double now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *lb_lua_dir(void)
+{
+	const char *env = getenv("PGQLUA_LUA_DIR");
+	if (env && *env)
+		return env;
+	if (access(PGQLUA_LUA_SRC_DIR "/pgqlua/init.lua", R_OK) == 0)
+		return PGQLUA_LUA_SRC_DIR;
+	return PGQLUA_LUA_INSTALL_DIR;
+}
+
+/* ---- allocator with a limit ---- */
+
+static void *lb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	lb_script *s = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
+
+	if (nsize == 0) {
+		free(ptr);
+		s->mem_used -= old;
+		return NULL;
+	}
+	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p)
+		s->mem_used = s->mem_used - old + nsize;
+	return p;
+}
+
+size_t lb_memory_used(const lb_script *s)
+{
+	return s->mem_used;
+}
+
+/* ---- the protected-call path ---- */
+
+static lb_script *script_of(lua_State *L)
+{
+	void *ud;
+	(void)lua_getallocf(L, &ud);
+	return ud;
+}
+
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+	lb_script *s = script_of(L);
+	(void)ar;
+	if (s->deadline > 0 && now_mono() > s->deadline) {
+		/* fire again at once if a pcall in the script swallows this */
+		lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+		luaL_error(L, "event_timeout exceeded: the script ran for more than %.3g seconds", s->timeout);
+	}
+}
+
+static int msgh(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			msg = lua_tostring(L, -1);
+		else
+			msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/*
+ * Run f(ud) protected.  On success the nres results are on the stack above
+ * the returned base; on failure err holds the message's first part and the
+ * traceback goes to the debug log.  Returns the lua_pcall status.
+ */
+static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double timeout,
+                  int *base, char *err, size_t errlen)
+{
+	lua_State *L = s->L;
+	int status, h;
+
+	lua_settop(L, 0);
+	lua_pushcfunction(L, msgh);
+	h = lua_gettop(L);
+	lua_pushcfunction(L, f);
+	lua_pushlightuserdata(L, ud);
+	if (timeout > 0) {
+		s->timeout = timeout;
+		s->deadline = now_mono() + timeout;
+		lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+	}
+	status = lua_pcall(L, 1, nres, h);
+	if (timeout > 0) {
+		s->deadline = 0;
+		lua_sethook(L, NULL, 0, 0);
+	}
+	*base = h;
+	if (status != LUA_OK) {
+		const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+		if (status == LUA_ERRMEM)
+			snprintf(err, errlen, "not enough memory (lua_memory_limit is %zu bytes)", s->mem_limit);
+		else if (m) {
+			const char *tb = strstr(m, TRACEBACK_MARK);
+			size_t n = tb ? (size_t)(tb - m) : strlen(m);
+			snprintf(err, errlen, "%.*s", (int)n, m);
+			if (tb)
+				log_debug("%s", m);
+		} else
+			snprintf(err, errlen, "error in the error handler");
+		for (char *p = err; *p; p++)
+			if (*p == '\n' || *p == '\r')
+				*p = ' ';
+		lua_settop(L, 0);
+	}
+	return status;
+}
+
+/* ---- pgqlua.host: what the runtime lends lua/pgqlua ---- */
+
+/* host.log(level, message): level 0 error .. 3 debug; the location is the
+ * caller of the pgq.log function. */
+static int host_log(lua_State *L)
+{
+	lua_Integer lvl = luaL_checkinteger(L, 1);
+	const char *msg = luaL_checkstring(L, 2);
+	lua_Debug ar;
+	char where[256] = "?";
+
+	if (lvl < LOG_LVL_ERROR || lvl > LOG_LVL_TRACE)
+		return luaL_error(L, "bad log level %d", (int)lvl);
+	if ((log_level)lvl > log_current_level)
+		return 0;
+	if (lua_getstack(L, 2, &ar) && lua_getinfo(L, "Sl", &ar))
+		snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
+	log_write((log_level)lvl, "%s: %s", where, msg);
+	return 0;
+}
+
+static int host_open(lua_State *L)
+{
+	static const luaL_Reg fns[] = {{"log", host_log}, {NULL, NULL}};
+	luaL_newlib(L, fns);
+	lua_pushliteral(L, "runtime");
+	lua_setfield(L, -2, "name");
+	return 1;
+}
+
+/* ---- load ---- */
+
+static void set_path(lua_State *L, const lb_script *s)
+{
+	const char *lua_dir = lb_lua_dir();
+	const char *slash = strrchr(s->cfg->script, '/');
+	int dlen = slash ? (int)(slash - s->cfg->script) : 1;
+	const char *sdir = slash ? s->cfg->script : ".";
+	char path[8192];
+
+	snprintf(path, sizeof(path),
+	         "%s/?.lua;%s/?/init.lua;%.*s/?.lua;%.*s/?/init.lua;"
+	         "/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;"
+	         "/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua",
+	         lua_dir, lua_dir, dlen, sdir, dlen, sdir);
+	lua_getglobal(L, "package");
+	lua_pushstring(L, path);
+	lua_setfield(L, -2, "path");
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, host_open);
+	lua_setfield(L, -2, "pgqlua.host");
+	lua_pop(L, 2);
+}
+
+static int ref_function(lua_State *L, const lb_script *s, const char *name, int required)
+{
+	int t = lua_getglobal(L, name);
+	if (t == LUA_TFUNCTION)
+		return luaL_ref(L, LUA_REGISTRYINDEX);
+	if (t == LUA_TNIL && !required) {
+		lua_pop(L, 1);
+		return LUA_NOREF;
+	}
+	if (t == LUA_TNIL)
+		return luaL_error(L, "%s: %s is not defined (the script must define function %s(ev, db))",
+		                  s->cfg->script, name, name);
+	return luaL_error(L, "%s: %s must be a function, not a %s", s->cfg->script, name,
+	                  lua_typename(L, t));
+}
+
+static void push_config(lua_State *L, const config *c)
+{
+	lua_createtable(L, 0, 10);
+	lua_pushstring(L, c->queue_name);
+	lua_setfield(L, -2, "queue_name");
+	lua_pushstring(L, c->consumer_name);
+	lua_setfield(L, -2, "consumer_name");
+	lua_pushstring(L, c->script);
+	lua_setfield(L, -2, "script");
+	lua_pushstring(L, c->path);
+	lua_setfield(L, -2, "config_file");
+	lua_pushnumber(L, c->retry_delay);
+	lua_setfield(L, -2, "retry_delay");
+	lua_pushinteger(L, c->max_retries);
+	lua_setfield(L, -2, "max_retries");
+	lua_pushinteger(L, c->fetch_size);
+	lua_setfield(L, -2, "fetch_size");
+	lua_pushnumber(L, c->loop_delay);
+	lua_setfield(L, -2, "loop_delay");
+}
+
+static int load_tramp(lua_State *L) /* MAY_LJMP */
+{
+	static const luaL_Reg libs[] = {
+		{LUA_GNAME, luaopen_base},        {LUA_LOADLIBNAME, luaopen_package},
+		{LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
+		{LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+		{LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_OSLIBNAME, luaopen_os},
+		{NULL, NULL}};
+	lb_script *s = lua_touserdata(L, 1);
+
+	for (const luaL_Reg *lib = libs; lib->func; lib++) {
+		luaL_requiref(L, lib->name, lib->func, 1);
+		lua_pop(L, 1);
+	}
+	set_path(L, s);
+	ldb_open_lib(L);
+
+	/* the sandbox and the pgq table are Lua, shared with the mock runner */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "pgqlua.sandbox");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "apply");
+	lua_pushglobaltable(L);
+	lua_call(L, 1, 0);
+	lua_pop(L, 1);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "pgqlua");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "null");
+	s->ref_null = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_setglobal(L, "pgq");
+
+	if (luaL_loadfilex(L, s->cfg->script, "t") != LUA_OK)
+		return lua_error(L);
+	lua_call(L, 0, 0);
+
+	s->ref_process_event = ref_function(L, s, "process_event", 1);
+	s->ref_init = ref_function(L, s, "init", 0);
+	s->ref_batch_start = ref_function(L, s, "on_batch_start", 0);
+	s->ref_batch_end = ref_function(L, s, "on_batch_end", 0);
+	ldb_push(L, s->db, s->ref_null);
+	s->ref_db = luaL_ref(L, LUA_REGISTRYINDEX);
+
+	if (s->ref_init != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_init);
+		push_config(L, s->cfg);
+		lua_call(L, 1, 0);
+	}
+	return 0;
+}
+
+lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen)
+{
+	lb_script *s = calloc(1, sizeof(*s));
+	int base;
+
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->cfg = cfg;
+	s->db = db;
+	s->ref_process_event = s->ref_init = s->ref_batch_start = s->ref_batch_end = LUA_NOREF;
+	s->ref_db = s->ref_null = LUA_NOREF;
+	s->L = lua_newstate(lb_alloc, s);
+	if (!s->L) {
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (docall(s, load_tramp, s, 0, LOAD_TIMEOUT, &base, err, errlen) != LUA_OK) {
+		lb_script_free(s);
+		return NULL;
+	}
+	lua_settop(s->L, 0);
+	s->mem_limit = (size_t)cfg->lua_memory_limit;
+	return s;
+}
+
+void lb_script_free(lb_script *s)
+{
+	if (!s)
+		return;
+	if (s->L)
+		lua_close(s->L);
+	free(s);
+}
+
+/* ---- events ---- */
+
+typedef struct event_call {
+	lb_script *s;
+	const PGresult *res;
+	int row;
+} event_call;
+
+static void set_text(lua_State *L, const lb_script *s, const PGresult *res, int row, int col,
+                     const char *key)
+{
+	if (PQgetisnull(res, row, col))
+		lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
+	else
+		lua_pushlstring(L, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+	lua_setfield(L, -2, key);
+}
+
+static void set_int(lua_State *L, const lb_script *s, const PGresult *res, int row, int col,
+                    const char *key, int null_is_zero)
+{
+	if (PQgetisnull(res, row, col)) {
+		if (null_is_zero)
+			lua_pushinteger(L, 0);
+		else
+			lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
+	} else
+		lua_pushinteger(L, (lua_Integer)atoll(PQgetvalue(res, row, col)));
+	lua_setfield(L, -2, key);
+}
+
+/* Where process_event is defined, for errors about its return value. */
+static const char *event_fn_where(lua_State *L, lb_script *s)
+{
+	lua_Debug ar;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
+	lua_getinfo(L, ">S", &ar);
+	return lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+}
+
+/* Returns outcome (integer), delay (number or nil), message (string or nil) */
+static int event_tramp(lua_State *L) /* MAY_LJMP */
+{
+	event_call *ec = lua_touserdata(L, 1);
+	lb_script *s = ec->s;
+	int nret;
+	lua_Integer code;
+
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
+	lua_createtable(L, 0, 10);
+	set_int(L, s, ec->res, ec->row, PGQ_EV_ID, "id", 0);
+	set_text(L, s, ec->res, ec->row, PGQ_EV_TIME, "time");
+	set_int(L, s, ec->res, ec->row, PGQ_EV_TXID, "txid", 0);
+	set_int(L, s, ec->res, ec->row, PGQ_EV_RETRY, "retry", 1);
+	set_text(L, s, ec->res, ec->row, PGQ_EV_TYPE, "type");
+	set_text(L, s, ec->res, ec->row, PGQ_EV_DATA, "data");
+	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA1, "extra1");
+	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA2, "extra2");
+	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA3, "extra3");
+	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA4, "extra4");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_db);
+	lua_call(L, 2, LUA_MULTRET);
+	nret = lua_gettop(L);
+
+	/* stack: results 1..nret; map them to (outcome, delay, message) */
+	if (nret == 0 || lua_isnil(L, 1))
+		code = LB_EVENT_OK;
+	else if (lua_isinteger(L, 1))
+		code = lua_tointeger(L, 1);
+	else
+		code = -1;
+	switch (code) {
+	case LB_EVENT_OK:
+		lua_settop(L, 0);
+		lua_pushinteger(L, LB_OK);
+		return 1;
+	case LB_ABORT_BATCH:
+		lua_settop(L, 0);
+		lua_pushinteger(L, LB_ABORT);
+		return 1;
+	case LB_EVENT_RETRY:
+		if (nret >= 2 && !lua_isnil(L, 2) && (lua_type(L, 2) != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
+			return luaL_error(L, "%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds >= 0)",
+			                  event_fn_where(L, s), luaL_tolstring(L, 2, NULL));
+		lua_pushinteger(L, LB_RETRY);
+		if (nret >= 2 && !lua_isnil(L, 2))
+			lua_pushnumber(L, lua_tonumber(L, 2));
+		else
+			lua_pushnil(L);
+		return 2;
+	case LB_EVENT_FAILED:
+		if (nret >= 2 && !lua_isnil(L, 2) && lua_type(L, 2) != LUA_TSTRING)
+			return luaL_error(L, "%s: process_event returned pgq.EVENT_FAILED with a %s reason (expected a string)",
+			                  event_fn_where(L, s), luaL_typename(L, 2));
+		lua_pushinteger(L, LB_FAILED);
+		lua_pushnil(L);
+		if (nret >= 2 && !lua_isnil(L, 2))
+			lua_pushvalue(L, 2);
+		else
+			lua_pushliteral(L, "failed by the script");
+		return 3;
+	default:
+		return luaL_error(L, "%s: process_event returned %s, which is not a result"
+		                     " (return pgq.EVENT_OK, pgq.EVENT_RETRY, pgq.EVENT_FAILED or pgq.ABORT_BATCH)",
+		                  event_fn_where(L, s), luaL_tolstring(L, 1, NULL));
+	}
+}
+
+void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
+{
+	lua_State *L = s->L;
+	event_call ec = {s, res, row};
+	int base;
+
+	out->delay = -1;
+	out->msg[0] = '\0';
+	if (docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg)) != LUA_OK) {
+		out->outcome = LB_ERROR;
+		return;
+	}
+	out->outcome = (lb_outcome)lua_tointeger(L, base + 1);
+	if (lua_type(L, base + 2) == LUA_TNUMBER)
+		out->delay = lua_tonumber(L, base + 2);
+	if (lua_type(L, base + 3) == LUA_TSTRING)
+		snprintf(out->msg, sizeof(out->msg), "%s", lua_tostring(L, base + 3));
+	lua_settop(L, 0);
+}
+
+/* ---- batch hooks ---- */
+
+typedef struct hook_call {
+	lb_script *s;
+	int ref;
+	const pgq_batch *b;
+} hook_call;
+
+static int hook_tramp(lua_State *L) /* MAY_LJMP */
+{
+	hook_call *hc = lua_touserdata(L, 1);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->ref);
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, hc->b->batch_id);
+	lua_setfield(L, -2, "id");
+	lua_pushinteger(L, hc->b->cur_tick_id);
+	lua_setfield(L, -2, "tick_id");
+	lua_pushinteger(L, hc->b->prev_tick_id);
+	lua_setfield(L, -2, "prev_tick_id");
+	lua_pushstring(L, hc->b->cur_tick_time);
+	lua_setfield(L, -2, "tick_time");
+	lua_pushstring(L, hc->b->prev_tick_time);
+	lua_setfield(L, -2, "prev_tick_time");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->s->ref_db);
+	lua_call(L, 2, 0);
+	return 0;
+}
+
+static int call_hook(lb_script *s, int ref, const pgq_batch *b, char *err, size_t errlen)
+{
+	hook_call hc = {s, ref, b};
+	int base;
+	if (ref == LUA_NOREF)
+		return 0;
+	if (docall(s, hook_tramp, &hc, 0, s->cfg->event_timeout, &base, err, errlen) != LUA_OK)
+		return -1;
+	lua_settop(s->L, 0);
+	return 0;
+}
+
+int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen)
+{
+	return call_hook(s, s->ref_batch_start, b, err, errlen);
+}
+
+int lb_call_batch_end(lb_script *s, const pgq_batch *b, char *err, size_t errlen)
+{
+	return call_hook(s, s->ref_batch_end, b, err, errlen);
+}

@@ -1,0 +1,54 @@
+/*
+ * lbridge.h - one consumer script in its own lua_State: sandbox, load,
+ * the one protected-call path, and mapping of process_event's results.
+ * Called by consumer.c; a reload builds a second lb_script beside the first.
+ */
+#ifndef PGQLUA_LBRIDGE_H
+#define PGQLUA_LBRIDGE_H
+
+#include "config.h"
+#include "ldb.h"
+#include "pgq.h"
+
+typedef struct lb_script lb_script;
+
+typedef enum lb_outcome {
+	LB_OK = 0,
+	LB_RETRY,
+	LB_FAILED,
+	LB_ABORT,
+	LB_ERROR          /* a Lua error or an invalid return value */
+} lb_outcome;
+
+typedef struct lb_result {
+	lb_outcome outcome;
+	double delay;         /* LB_RETRY: seconds, < 0 means retry_delay */
+	char msg[1024];       /* LB_FAILED reason or LB_ERROR message (file:line: ...) */
+} lb_result;
+
+/* Result codes as the script sees them (pgq.EVENT_OK ...). */
+#define LB_EVENT_OK 1
+#define LB_EVENT_FAILED 2
+#define LB_EVENT_RETRY 3
+#define LB_ABORT_BATCH 4
+
+/* The folders scripts' require() searches first: lua/ of the runtime. */
+const char *lb_lua_dir(void);
+
+/* New state: sandbox, package.path, pgq table, load and run the script,
+ * resolve process_event and the hooks, call init(config).  db is the
+ * handle state the script's `db` is bound to.  NULL with err on failure. */
+lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen);
+void lb_script_free(lb_script *s);
+
+/* Call process_event for row `row` of a batch cursor result. */
+void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out);
+
+/* Call on_batch_start / on_batch_end if defined; 0 or -1 with err. */
+int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
+int lb_call_batch_end(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
+
+/* Memory the state uses, in bytes. */
+size_t lb_memory_used(const lb_script *s);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * pgconn.c - libpq wrapper (see pgconn.h).  The conninfo is only ever handed
+ * to libpq; logs and errors use the safe name built from its parsed parts.
+ */
+#include "pgconn.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pgconn {
+	char *conninfo;
+	PGconn *pg;
+	char safe_name[256];
+};
+
+static void fold_line(char *s)
+{
+	size_t n;
+	for (char *p = s; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	n = strlen(s);
+	while (n > 0 && s[n - 1] == ' ')
+		s[--n] = '\0';
+}
+
+static void build_safe_name(pgconn *c)
+{
+	static const char *const keys[] = {"host", "hostaddr", "port", "dbname", "user"};
+	PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
+	size_t used = 0;
+
+	c->safe_name[0] = '\0';
+	if (!opts) {
+		snprintf(c->safe_name, sizeof(c->safe_name), "(invalid conninfo)");
+		return;
+	}
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+		for (PQconninfoOption *o = opts; o->keyword; o++)
+			if (o->val && *o->val && strcmp(o->keyword, keys[k]) == 0) {
+				int n = snprintf(c->safe_name + used, sizeof(c->safe_name) - used, "%s%s=%s",
+				                 used ? " " : "", o->keyword, o->val);
+				if (n > 0 && (size_t)n < sizeof(c->safe_name) - used)
+					used += (size_t)n;
+			}
+	PQconninfoFree(opts);
+	if (used == 0)
+		snprintf(c->safe_name, sizeof(c->safe_name), "(libpq defaults)");
+}
+
+int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen)
+{
+	char *perr = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+	if (!opts) {
+		/* libpq's message may quote part of the string: do not pass it on */
+		PQfreemem(perr);
+		snprintf(err, errlen, "db is not a valid libpq conninfo string or URI");
+		return -1;
+	}
+	PQconninfoFree(opts);
+	return 0;
+}
+
+pgconn *pgconn_new(const char *conninfo)
+{
+	pgconn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->conninfo = strdup(conninfo);
+	if (!c->conninfo) {
+		free(c);
+		return NULL;
+	}
+	build_safe_name(c);
+	return c;
+}
+
+void pgconn_free(pgconn *c)
+{
+	if (!c)
+		return;
+	pgconn_close(c);
+	if (c->conninfo) {
+		memset(c->conninfo, 0, strlen(c->conninfo));
+		free(c->conninfo);
+	}
+	free(c);
+}
+
+const char *pgconn_safe_name(const pgconn *c)
+{
+	return c->safe_name;
+}
+
+int pgconn_connect(pgconn *c, char *err, size_t errlen)
+{
+	/* connect_timeout first: a value in the conninfo overrides it */
+	const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+	const char *vals[] = {"10", "pgqlua", c->conninfo, NULL};
+
+	pgconn_close(c);
+	if (pgconn_check_conninfo(c->conninfo, err, errlen) != 0)
+		return -1;
+	c->pg = PQconnectdbParams(keys, vals, 1);
+	if (!c->pg) {
+		snprintf(err, errlen, "out of memory connecting to %s", c->safe_name);
+		return -1;
+	}
+	if (PQstatus(c->pg) != CONNECTION_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+		fold_line(msg);
+		snprintf(err, errlen, "cannot connect to %s: %s", c->safe_name, msg);
+		pgconn_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+void pgconn_close(pgconn *c)
+{
+	if (c->pg)
+		PQfinish(c->pg);
+	c->pg = NULL;
+}
+
+int pgconn_is_ok(const pgconn *c)
+{
+	return c->pg && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+PGconn *pgconn_pg(pgconn *c)
+{
+	return c->pg;
+}
+
+void pgconn_result_error(pgconn *c, const PGresult *res, char *err, size_t errlen)
+{
+	char msg[1024];
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *text = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	if (!text)
+		text = c->pg ? PQerrorMessage(c->pg) : "not connected";
+	snprintf(msg, sizeof(msg), "%s%s%s", state ? state : "", state ? " " : "", text);
+	fold_line(msg);
+	snprintf(err, errlen, "%s", msg);
+}
+
+PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const *params,
+                      char *err, size_t errlen)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	if (!c->pg) {
+		snprintf(err, errlen, "not connected");
+		return NULL;
+	}
+	if (params)
+		res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+	else
+		res = PQexec(c->pg, sql);
+	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return res;
+	pgconn_result_error(c, res, err, errlen);
+	PQclear(res);
+	return NULL;
+}
+
+int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = pgconn_exec(c, sql, 0, NULL, err, errlen);
+	if (!res)
+		return -1;
+	PQclear(res);
+	return 0;
+}

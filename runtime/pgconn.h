@@ -1,0 +1,43 @@
+/*
+ * pgconn.h - one libpq connection: connect with a safe name for logs,
+ * execute with parameters, report errors as "SQLSTATE message" on one line.
+ * Used by pgq.c, failed.c, ldb.c and the consumer loop.
+ */
+#ifndef PGQLUA_PGCONN_H
+#define PGQLUA_PGCONN_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+typedef struct pgconn pgconn;
+
+/* Keep the conninfo; do not connect.  NULL on out of memory. */
+pgconn *pgconn_new(const char *conninfo);
+void pgconn_free(pgconn *c);
+
+/* Connect (closing any old connection).  0 or -1 with a one-line err that
+ * never contains the password. */
+int pgconn_connect(pgconn *c, char *err, size_t errlen);
+void pgconn_close(pgconn *c);
+int pgconn_is_ok(const pgconn *c);
+PGconn *pgconn_pg(pgconn *c);
+
+/* "host=... port=... dbname=... user=..." without the password. */
+const char *pgconn_safe_name(const pgconn *c);
+
+/* Check a conninfo's syntax without echoing it; 0 or -1 with err. */
+int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen);
+
+/* Run sql with text parameters (NULL entries are SQL NULL).  Returns the
+ * result of a successful command or query; NULL with err otherwise.  The
+ * SQLSTATE of the last failure is kept for pgconn_last_sqlstate. */
+PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams,
+                      const char *const *params, char *err, size_t errlen);
+
+/* Run a simple (possibly multi-statement) command; 0 or -1 with err. */
+int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen);
+
+/* Describe a failed result as one line ("42P01 relation ... does not exist"). */
+void pgconn_result_error(pgconn *c, const PGresult *res, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * pgq.c - the PgQ batch protocol and registration SQL (see pgq.h).
+ * Each function is one or two round trips; the caller owns transactions
+ * except where a function says it begins or commits one.
+ */
+#include "pgq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CURSOR_NAME "pgqlua_batch"
+
+static void fmt_seconds(char *buf, size_t len, double s, int set)
+{
+	if (set)
+		snprintf(buf, len, "%.6f seconds", s);
+	else
+		buf[0] = '\0';
+}
+
+pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
+                          const pgq_batch_knobs *k, pgq_batch *out, char *err, size_t errlen)
+{
+	char lag[64], interval[64], count[32];
+	const char *params[5];
+	PGresult *res;
+	pgq_result rc = PGQ_ERROR;
+
+	fmt_seconds(lag, sizeof(lag), k->min_lag, k->min_lag >= 0);
+	fmt_seconds(interval, sizeof(interval), k->min_interval, k->min_interval >= 0);
+	snprintf(count, sizeof(count), "%d", k->min_count);
+	params[0] = queue;
+	params[1] = consumer;
+	params[2] = lag[0] ? lag : NULL;
+	params[3] = k->min_count > 0 ? count : NULL;
+	params[4] = interval[0] ? interval : NULL;
+	res = pgconn_exec(c,
+	                  "select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,"
+	                  " extract(epoch from now() - cur_tick_time)::float8"
+	                  " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
+	                  5, params, err, errlen);
+	if (!res)
+		return PGQ_ERROR;
+	if (PQntuples(res) != 1) {
+		snprintf(err, errlen, "pgq.next_batch_custom returned %d rows", PQntuples(res));
+		goto out;
+	}
+	if (PQgetisnull(res, 0, 0)) {
+		rc = PGQ_NONE;
+		goto out;
+	}
+	memset(out, 0, sizeof(*out));
+	out->batch_id = atoll(PQgetvalue(res, 0, 0));
+	out->cur_tick_id = atoll(PQgetvalue(res, 0, 1));
+	out->prev_tick_id = atoll(PQgetvalue(res, 0, 2));
+	snprintf(out->cur_tick_time, sizeof(out->cur_tick_time), "%s", PQgetvalue(res, 0, 3));
+	snprintf(out->prev_tick_time, sizeof(out->prev_tick_time), "%s", PQgetvalue(res, 0, 4));
+	out->lag = atof(PQgetvalue(res, 0, 5));
+	rc = PGQ_DONE;
+out:
+	PQclear(res);
+	return rc;
+}
+
+PGresult *pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, char *err, size_t errlen)
+{
+	char sql[256];
+	/* ids and sizes are integers: safe to put in the text, and BEGIN rides
+	 * in the same round trip */
+	snprintf(sql, sizeof(sql),
+	         "begin; select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data,"
+	         " ev_extra1, ev_extra2, ev_extra3, ev_extra4"
+	         " from pgq.get_batch_cursor(%lld, '" CURSOR_NAME "', %d)",
+	         batch_id, fetch_size);
+	return pgconn_exec(c, sql, 0, NULL, err, errlen);
+}
+
+PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "fetch %d from " CURSOR_NAME, fetch_size);
+	return pgconn_exec(c, sql, 0, NULL, err, errlen);
+}
+
+int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PGresult *res,
+                    int row, double delay, char *err, size_t errlen)
+{
+	char retry[32], secs[64];
+	const char *params[12];
+	PGresult *r;
+	long long n = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
+
+	snprintf(retry, sizeof(retry), "%lld", n + 1);
+	snprintf(secs, sizeof(secs), "%.6f", delay);
+	params[0] = queue;
+	params[1] = consumer;
+	params[2] = secs;
+	params[3] = PQgetvalue(res, row, PGQ_EV_ID);
+	params[4] = PQgetvalue(res, row, PGQ_EV_TIME);
+	params[5] = retry;
+	for (int i = 0; i < 6; i++) {
+		int col = PGQ_EV_TYPE + i;
+		params[6 + i] = PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+	}
+	r = pgconn_exec(c,
+	                "select pgq.event_retry_raw($1, $2, now() + $3::float8 * interval '1 second',"
+	                " $4::int8, $5::timestamptz, $6::int4, $7, $8, $9, $10, $11, $12)",
+	                12, params, err, errlen);
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen)
+{
+	char sql[128];
+	snprintf(sql, sizeof(sql), "close " CURSOR_NAME "; select pgq.finish_batch(%lld); commit",
+	         batch_id);
+	return pgconn_cmd(c, sql, err, errlen);
+}
+
+void pgq_rollback(pgconn *c)
+{
+	char err[256];
+	if (pgconn_is_ok(c))
+		(void)pgconn_cmd(c, "rollback", err, sizeof(err));
+}
+
+static int scalar_int(pgconn *c, const char *sql, int nparams, const char *const *params,
+                      char *err, size_t errlen)
+{
+	PGresult *res = pgconn_exec(c, sql, nparams, params, err, errlen);
+	int v;
+	if (!res)
+		return -1;
+	v = (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) ? atoi(PQgetvalue(res, 0, 0)) : 0;
+	PQclear(res);
+	return v;
+}
+
+int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen)
+{
+	const char *p[1] = {queue};
+	return scalar_int(c, "select pgq.create_queue($1)", 1, p, err, errlen);
+}
+
+int pgq_register(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	return scalar_int(c, "select pgq.register_consumer($1, $2)", 2, p, err, errlen);
+}
+
+int pgq_unregister(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	return scalar_int(c, "select pgq.unregister_consumer($1, $2)", 2, p, err, errlen);
+}

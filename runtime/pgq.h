@@ -1,0 +1,67 @@
+/*
+ * pgq.h - the PgQ SQL the runtime speaks: batches, the batch cursor,
+ * retries, queue and consumer registration.  No Lua here.
+ * Called by the consumer loop and the CLI.
+ */
+#ifndef PGQLUA_PGQ_H
+#define PGQLUA_PGQ_H
+
+#include "pgconn.h"
+
+/* Columns of a batch cursor row, in pgq.get_batch_cursor order. */
+enum pgq_ev_col {
+	PGQ_EV_ID = 0, PGQ_EV_TIME, PGQ_EV_TXID, PGQ_EV_RETRY, PGQ_EV_TYPE, PGQ_EV_DATA,
+	PGQ_EV_EXTRA1, PGQ_EV_EXTRA2, PGQ_EV_EXTRA3, PGQ_EV_EXTRA4, PGQ_EV_NCOLS
+};
+
+typedef struct pgq_batch {
+	long long batch_id;
+	long long cur_tick_id;
+	long long prev_tick_id;
+	char cur_tick_time[48];
+	char prev_tick_time[48];
+	double lag;            /* seconds since the batch's last tick */
+} pgq_batch;
+
+typedef struct pgq_batch_knobs {
+	int min_count;        /* <= 0: unset */
+	double min_interval;  /* < 0: unset */
+	double min_lag;       /* < 0: unset */
+} pgq_batch_knobs;
+
+typedef enum pgq_result {
+	PGQ_DONE = 0,
+	PGQ_NONE,             /* next_batch: nothing ready */
+	PGQ_ERROR
+} pgq_result;
+
+/* pgq.next_batch_custom in its own transaction (autocommit). */
+pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
+                          const pgq_batch_knobs *knobs, pgq_batch *out,
+                          char *err, size_t errlen);
+
+/* BEGIN, then open the batch cursor and return its first fetch_size rows. */
+PGresult *pgq_open_batch(pgconn *c, long long batch_id, int fetch_size,
+                         char *err, size_t errlen);
+
+/* The next fetch_size rows of the open batch cursor. */
+PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen);
+
+/* pgq.event_retry_raw for row `row` of a cursor result: the event comes back
+ * to this consumer after `delay` seconds with ev_retry + 1. */
+int pgq_retry_event(pgconn *c, const char *queue, const char *consumer,
+                    const PGresult *res, int row, double delay, char *err, size_t errlen);
+
+/* Close the cursor, pgq.finish_batch, COMMIT. */
+int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen);
+
+/* ROLLBACK, ignoring errors (the connection may be gone). */
+void pgq_rollback(pgconn *c);
+
+/* Create the queue if missing; returns 1 created, 0 existed, -1 error. */
+int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen);
+/* 1 newly registered, 0 already, -1 error. */
+int pgq_register(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
+int pgq_unregister(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
+
+#endif
