@@ -191,7 +191,7 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		double d;
 		errno = 0;
 		d = strtod(v, &end);
-		if (errno || end == v || *end || !isfinite(d) || (d < 0 && strcmp(v, "-1") != 0)) {
+		if (errno || end == v || *end || !isfinite(d) || (d < 0 && !(strcmp(v, "-1") == 0 && k->def && strcmp(k->def, "-1") == 0))) {
 			snprintf(err, errlen, "%s must be a non-negative number of seconds, not \"%s\"", k->name, v);
 			return -1;
 		}

@@ -112,7 +112,7 @@ long failed_list(pgconn *c, const char *queue, const char *consumer, const long 
                  int nids, FILE *out, char *err, size_t errlen)
 {
 	PGresult *res = run_selected(c,
-	                             "select ev_id, ev_type, ev_data, reason, failed_at, ev_retry"
+	                             "select ev_id, ev_type, ev_data, reason, failed_at, coalesce(ev_retry, 0)"
 	                             " from pgqlua.failed_event where" SELECTED " order by ev_id",
 	                             queue, consumer, ids, nids, err, errlen);
 	long n;

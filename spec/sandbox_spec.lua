@@ -1,0 +1,192 @@
+local sandbox = require "pgqlua.sandbox"
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+--- A fresh global-like table: every standard global copied from _G (library
+-- tables copied too, so apply() cannot touch the real ones) plus a fake
+-- package table shaped like the real one.
+local function fresh_globals()
+  local G = {}
+  for k, v in pairs(_G) do G[k] = v end
+  -- Make sure the unsafe globals are there whatever the test runner removed.
+  G.io, G.debug, G.dofile, G.loadfile, G.load = io, debug, dofile, loadfile, load
+  for _, lib in ipairs({ "os", "string", "table", "math", "coroutine", "utf8" }) do
+    local copy = {}
+    for k, v in pairs(_G[lib]) do copy[k] = v end
+    G[lib] = copy
+  end
+  G._G = G
+  G.package = {
+    loaded = {
+      _G = G, io = G.io, debug = G.debug, os = G.os, string = G.string,
+      table = G.table, math = G.math, coroutine = G.coroutine, utf8 = G.utf8,
+    },
+    preload = {},
+    searchers = { function() end, function() end, function() end, function() end },
+    loadlib = function() end,
+    cpath = "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;./?.so",
+    path = "/usr/share/lua/5.4/?.lua;./?.lua",
+    config = package.config,
+    searchpath = package.searchpath,
+  }
+  G.package.loaded.package = G.package
+  G.an_extra_global = true
+  return G
+end
+
+describe("pgqlua.sandbox", function()
+  local G, original, original_searchers
+
+  before_each(function()
+    G = fresh_globals()
+    original = {}
+    for k, v in pairs(G) do original[k] = v end
+    original_searchers = G.package.searchers
+    assert.is_not_nil(G.io)
+    assert.are.equal(4, #G.package.searchers)
+    assert.is_function(G.os.exit)
+    assert.are.equal(G, sandbox.apply(G))
+  end)
+
+  describe("apply()", function()
+    it("removes io, debug, dofile and loadfile", function()
+      assert.is_nil(G.io)
+      assert.is_nil(G.debug)
+      assert.is_nil(G.dofile)
+      assert.is_nil(G.loadfile)
+    end)
+
+    it("removes globals that are not on the allow-list", function()
+      assert.is_nil(G.an_extra_global)
+    end)
+
+    it("leaves exactly the allow-listed globals and _G", function()
+      local expected = { "_G" }
+      for _, name in ipairs(sandbox.globals) do expected[#expected + 1] = name end
+      table.sort(expected)
+      assert.are.same(expected, sorted_keys(G))
+    end)
+
+    it("keeps _G pointing at the trimmed table", function()
+      assert.are.equal(G, G._G)
+    end)
+
+    it("keeps the safe libraries untouched", function()
+      for _, lib in ipairs({ "string", "table", "math", "coroutine", "utf8" }) do
+        assert.are.equal(original[lib], G[lib], lib)
+      end
+      assert.are.equal(string.format, G.string.format)
+      assert.are.equal(math.type, G.math.type)
+    end)
+
+    it("keeps the safe base functions", function()
+      for _, name in ipairs({ "assert", "error", "pairs", "ipairs", "pcall", "xpcall", "select",
+                              "tostring", "tonumber", "type", "setmetatable", "getmetatable",
+                              "rawget", "rawset", "rawequal", "rawlen", "next", "print",
+                              "collectgarbage", "require" }) do
+        assert.are.equal(_G[name], G[name], name)
+      end
+      assert.are.equal(_VERSION, G._VERSION)
+    end)
+
+    it("leaves os with exactly clock, date, difftime, getenv and time", function()
+      assert.are.same({ "clock", "date", "difftime", "getenv", "time" }, sorted_keys(G.os))
+      assert.are.equal(os.time, G.os.time)
+      assert.are.equal(os.clock, G.os.clock)
+    end)
+
+    it("removes os.exit, os.execute and os.remove", function()
+      assert.is_nil(G.os.exit)
+      assert.is_nil(G.os.execute)
+      assert.is_nil(G.os.remove)
+      assert.is_nil(G.os.rename)
+      assert.is_nil(G.os.tmpname)
+    end)
+
+    it("does not modify the os table it replaces", function()
+      assert.is_function(original.os.exit)
+      assert.are_not.equal(original.os, G.os)
+    end)
+
+    it("registers the trimmed os as package.loaded.os", function()
+      assert.are.equal(G.os, G.package.loaded.os)
+    end)
+
+    it("removes package.loadlib and empties package.cpath", function()
+      assert.is_nil(G.package.loadlib)
+      assert.are.equal("", G.package.cpath)
+    end)
+
+    it("keeps package.path", function()
+      assert.are.equal("/usr/share/lua/5.4/?.lua;./?.lua", G.package.path)
+    end)
+
+    it("keeps only the preload and Lua searchers", function()
+      assert.are.equal(2, #G.package.searchers)
+      assert.are.equal(original_searchers[1], G.package.searchers[1])
+      assert.are.equal(original_searchers[2], G.package.searchers[2])
+    end)
+
+    it("drops io and debug from package.loaded", function()
+      assert.is_nil(G.package.loaded.io)
+      assert.is_nil(G.package.loaded.debug)
+      assert.are.equal(G.string, G.package.loaded.string)
+    end)
+  end)
+
+  describe("load", function()
+    it("refuses mode \"b\"", function()
+      assert.has_error(function() G.load("return 1", "chunk", "b") end,
+        'load: only text chunks are allowed (mode "t")')
+    end)
+
+    it("refuses mode \"bt\"", function()
+      assert.has_error(function() G.load("return 1", "chunk", "bt") end,
+        'load: only text chunks are allowed (mode "t")')
+    end)
+
+    it("returns nil and a message for a binary chunk without a mode", function()
+      local f, err = G.load(string.dump(function() return 1 end))
+      assert.is_nil(f)
+      assert.matches("attempt to load a binary chunk", err, 1, true)
+    end)
+
+    it("still loads text chunks", function()
+      local f = assert(G.load("return 1 + 1"))
+      assert.are.equal(2, f())
+      f = assert(G.load("return 3", "=chunk", "t"))
+      assert.are.equal(3, f())
+    end)
+
+    it("loads text chunks from a reader function", function()
+      local parts = { "return ", "40 + 2" }
+      local i = 0
+      local f = assert(G.load(function() i = i + 1; return parts[i] end))
+      assert.are.equal(42, f())
+    end)
+
+    it("returns nil and a message for a syntax error", function()
+      local f, err = G.load("return +", "=chunk")
+      assert.is_nil(f)
+      assert.matches("^chunk:1: ", err)
+    end)
+
+    it("runs text chunks in the sandboxed globals by default", function()
+      local f = assert(G.load("return io, os.exit, string"))
+      local io_, exit_, string_ = f()
+      assert.is_nil(io_)
+      assert.is_nil(exit_)
+      assert.are.equal(G.string, string_)
+    end)
+
+    it("uses the environment it is given", function()
+      local f = assert(G.load("return answer", "=chunk", "t", { answer = 42 }))
+      assert.are.equal(42, f())
+    end)
+  end)
+end)
