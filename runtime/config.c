@@ -199,7 +199,7 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		return 0;
 	}
 	case CFG_BYTES: {
-		long long n;
+		long long n, mult;
 		errno = 0;
 		n = strtoll(v, &end, 10);
 		if (errno || end == v || n < 0)
@@ -207,16 +207,18 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		while (*end == ' ')
 			end++;
 		if (*end == '\0' || strcmp(end, "B") == 0)
-			;
+			mult = 1;
 		else if (strcmp(end, "kB") == 0 || strcmp(end, "KB") == 0)
-			n *= 1024;
+			mult = 1024;
 		else if (strcmp(end, "MB") == 0)
-			n *= 1024 * 1024;
+			mult = 1024 * 1024;
 		else if (strcmp(end, "GB") == 0)
-			n *= 1024LL * 1024 * 1024;
+			mult = 1024LL * 1024 * 1024;
 		else
 			goto bad_bytes;
-		*(long long *)field = n;
+		if (n > LLONG_MAX / mult)
+			goto bad_bytes;
+		*(long long *)field = n * mult;
 		return 0;
 	bad_bytes:
 		snprintf(err, errlen, "%s must be a size like 64MB, not \"%s\"", k->name, v);
@@ -233,6 +235,18 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 	}
 	}
 	return -1;
+}
+
+/* A required string that expanded to "" (a path then ends in '/'). */
+static int cfg_value_empty(const config *cfg, const cfg_key *k)
+{
+	const char *v;
+	size_t n;
+	if (k->type != CFG_STR && k->type != CFG_PATH)
+		return 0;
+	v = *(char *const *)((const char *)cfg + k->offset);
+	n = v ? strlen(v) : 0;
+	return n == 0 || (k->type == CFG_PATH && v[n - 1] == '/');
 }
 
 static const cfg_key *find_key(const char *name)
@@ -330,7 +344,7 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 				int plain_null = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
 				                 (v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0);
 				if (plain_null) {
-					seen[key - cfg_keys] = 0;   /* as if absent */
+					seen[key - cfg_keys] = 2;   /* present but null: as if absent */
 				} else {
 					char *x = config_expand_env(v, verr, sizeof(verr));
 					if (!x || set_value(cfg, key, x, verr, sizeof(verr)) != 0) {
@@ -339,6 +353,14 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 						goto fail;
 					}
 					free(x);
+					if (key->required && cfg_value_empty(cfg, key)) {
+						snprintf(err, errlen, "%s:%zu:%zu: %s must not be empty", name, line, col, key->name);
+						goto fail;
+					}
+					if (key->offset == OFF(fetch_size) && cfg->fetch_size < 1) {
+						snprintf(err, errlen, "%s:%zu:%zu: fetch_size must be at least 1", name, line, col);
+						goto fail;
+					}
 				}
 				key = NULL;
 			}
@@ -354,14 +376,10 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 		return CONFIG_ERR_INVALID;
 	}
 	for (int i = 0; i < N_KEYS; i++)
-		if (cfg_keys[i].required && !seen[i]) {
+		if (cfg_keys[i].required && seen[i] != 1) {
 			snprintf(err, errlen, "%s:1:1: missing required key \"%s\"", name, cfg_keys[i].name);
 			return CONFIG_ERR_INVALID;
 		}
-	if (cfg->fetch_size < 1) {
-		snprintf(err, errlen, "%s: fetch_size must be at least 1", name);
-		return CONFIG_ERR_INVALID;
-	}
 	return CONFIG_OK;
 fail:
 	yaml_event_delete(&ev);

@@ -169,15 +169,24 @@ describe("pgqlua.payload", function()
       for _, bad in ipairs({ "", "   ", "{", '{"a":', "[1,", "[1,,2]", '"abc', "{a:1}", "tru", "[1}", "[0x10]" }) do
         local ok, err = pcall(payload.json_decode, bad)
         assert.is_false(ok, "accepted " .. string.format("%q", bad))
-        assert.matches("^pgq%.json_decode: .+ at position %d+$", err)
+        assert.matches("^pgq%.json_decode: .+", err)
       end
     end)
 
     it("reports the reason and position of a syntax error", function()
       assert.has_error(function() payload.json_decode("[1,,2]") end,
-        "pgq.json_decode: no valid JSON value at line 1, column 4 at position 4")
+        "pgq.json_decode: no valid JSON value at line 1, column 4")
       assert.has_error(function() payload.json_decode("") end,
-        "pgq.json_decode: no valid JSON value (reached the end) at position 1")
+        "pgq.json_decode: no valid JSON value (reached the end)")
+    end)
+
+    it("refuses text after the JSON value", function()
+      for _, bad in ipairs({ '{"a":1} garbage', "0x10", "1 2" }) do
+        assert.has_error(function() payload.json_decode(bad) end,
+          string.format("pgq.json_decode: unexpected text after the JSON value at position %d",
+            bad:find("[^ ]", (bad:find(" ") or bad:find("x")))))
+      end
+      assert.are.same({ 1 }, payload.json_decode(" [1] \n\t"))
     end)
 
     it("raises 'pgq.json_decode: expected a string, got nil' for nil", function()

@@ -35,14 +35,18 @@ function M.urldecode(s)
 end
 
 --- Decode JSON; integers stay Lua integers, JSON null is pgq.null.
--- Raises "pgq.json_decode: <reason> at position N" on malformed input.
+-- Raises "pgq.json_decode: <reason>" on malformed input or trailing text.
 function M.json_decode(s)
   if type(s) ~= "string" then
     error(string.format("pgq.json_decode: expected a string, got %s", s == M.null and "pgq.null" or type(s)), 2)
   end
   local value, pos, err = json.decode(s, 1, M.null)
   if err then
-    error(string.format("pgq.json_decode: %s at position %d", err, pos or 0), 2)
+    error("pgq.json_decode: " .. err, 2)
+  end
+  local junk = s:find("[^ \t\r\n]", pos)
+  if junk then
+    error(string.format("pgq.json_decode: unexpected text after the JSON value at position %d", junk), 2)
   end
   return value
 end

@@ -209,7 +209,8 @@ select pgq.insert_event('$QUEUE', 'note', 'poison');
 update demo_customer set name = 'Zoe' where id = 3;
 select pgq.insert_event('$QUEUE', 'note', 'end of the demo input');
 SQL
-grep -v '^ *$' "$WORK/events.log" | grep -v -e '^-' -e '^(1 row)' -e 'insert_event *$' | indent
+# The echoed statements; pgq.insert_event's result (the new event's id) as "-> event N".
+sed -n -e '/^[a-z]/p' -e 's/^ *\([0-9][0-9]*\)$/      -> event \1/p' "$WORK/events.log" | indent
 # A transaction that commits after all of the above: a tick whose snapshot
 # sees it as committed has all the events in a batch before it.
 LAST_TXID=$(sql1 "select txid_current()")
@@ -225,6 +226,7 @@ DEADLINE_MS=$(( $(date +%s%3N) + DEADLINE_S * 1000 ))
 before_deadline() { (( $(date +%s%3N) < DEADLINE_MS )); }
 
 say "waiting for pgqd to tick past the events"
+WAIT_MS=$(date +%s%3N)
 queue_ticked() {
     [[ $(sql1 "select exists (select 1 from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue
                 where q.queue_name = '$QUEUE' and txid_visible_in_snapshot($LAST_TXID, t.tick_snapshot))") == t ]]
@@ -233,7 +235,7 @@ until queue_ticked; do
     before_deadline || die "queue $QUEUE did not tick within ${DEADLINE_S}s: is pgqd running?" "$DEMO_DIR/pgqd.log"
     sleep "$POLL_S"
 done
-echo "    ticked after $(elapsed)"
+echo "    ticked after $(( $(date +%s%3N) - WAIT_MS )) ms"
 
 say "consuming: $PGQLUA run --once $CONF (until the consumer has caught up)"
 consumer_done() {  # the consumer's last finished batch ends at a tick past the events
@@ -261,7 +263,8 @@ indent <"$WORK/consumer.log"
 # ------------------------------------------------------------ (g) results
 
 say "the audit table (demo_audit)"
-psql_q -P pager=off -c "select ev_id, op, table_name, row_id, payload from demo_audit order by ev_id" | indent
+psql_q -P pager=off -c "select ev_id, op, table_name, row_id, payload from demo_audit order by ev_id" \
+    | sed '/^$/d' | indent
 
 say "failed events: $PGQLUA failed list $CONF"
 "$PGQLUA" failed list "$CONF" 2>&1 | indent

@@ -316,7 +316,7 @@ static void test_errors(void)
 		 "t.yaml:5:1: YAML syntax error", 1},
 		{"YAML alias", "queue_name: &a q\nconsumer_name: *a\n",
 		 "t.yaml:2:16: YAML aliases are not supported", 0},
-		{"fetch_size: 0", MIN_CFG "fetch_size: 0\n", "t.yaml: fetch_size must be at least 1", 0},
+		{"fetch_size: 0", MIN_CFG "fetch_size: 0\n", "t.yaml:5:13: fetch_size must be at least 1", 0},
 		{"unset ${VAR} without default", "queue_name: q\nconsumer_name: c\ndb: \"host=${PGQLUA_T_UNSET}\"\nscript: s\n",
 		 "t.yaml:3:5: environment variable PGQLUA_T_UNSET is not set", 0},
 		{"unset ${VAR} in a plain scalar", MIN_CFG "pidfile: ${PGQLUA_T_UNSET}/p\n",
