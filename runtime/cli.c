@@ -156,9 +156,8 @@ static int cmd_run(cli_args *a)
 	st = pgqlua_run(c, a->once);
 	daemon_reset_signals();
 	rc = exit_for(st);
-	if (st == PGQLUA_ERR_DB)
-		fprintf(stderr, "pgqlua: %s: database unavailable or PgQ refused (see the log above)\n",
-		        cfg->path);
+	if (st == PGQLUA_ERR_DB && pgqlua_last_error(c)[0])
+		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(c));
 	daemon_remove_pidfile(cfg->pidfile);
 	pgqlua_close(c);
 	return rc;

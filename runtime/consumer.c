@@ -45,6 +45,7 @@ struct pgqlua_consumer {
 	double next_stats;         /* monotonic time of the next stats line */
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
+	char last_error[1024];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	volatile sig_atomic_t stop_requests;
 	volatile sig_atomic_t reload_requested;
@@ -82,6 +83,11 @@ const char *pgqlua_status_str(pgqlua_status st)
 	case PGQLUA_ERR_INTERNAL: return "internal error";
 	}
 	return "unknown status";
+}
+
+const char *pgqlua_last_error(const pgqlua_consumer *c)
+{
+	return c->last_error;
 }
 
 const config *consumer_config(const pgqlua_consumer *c)
@@ -230,7 +236,10 @@ static void maybe_log_stats(pgqlua_consumer *c)
 static pgqlua_status db_failure(pgqlua_consumer *c, const char *what, const char *err)
 {
 	const char *hint = strstr(err, "pgqlua.failed_event") ? " (run `pgqlua install CONFIG`)" : "";
-	log_error("%s: %s%s", what, err, hint);
+	snprintf(c->last_error, sizeof(c->last_error), "%s: %s%s", what, err, hint);
+	/* before the first poll the caller reports it (pgqlua run exits) */
+	if (c->polled)
+		log_error("%s", c->last_error);
 	pgq_rollback(c->conn);
 	if (!pgconn_is_ok(c->conn)) {
 		log_warn("connection to %s lost; the open batch will be delivered again",
@@ -396,10 +405,15 @@ static int consumer_connect(pgqlua_consumer *c)
 	if (pgconn_is_ok(c->conn))
 		return 0;
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
-		log_error("%s", err);
+		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+		if (c->polled)
+			log_error("%s", err);
 		return -1;
 	}
-	log_info("connected to %s", pgconn_safe_name(c->conn));
+	if (c->polled)
+		log_info("reconnected to %s", pgconn_safe_name(c->conn));
+	else
+		log_debug("connected to %s", pgconn_safe_name(c->conn));
 	return 0;
 }
 
@@ -465,6 +479,16 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 {
 	pgqlua_status st = PGQLUA_OK;
 
+	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	{
+		char err[1024];
+		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err,
+		                         sizeof(err)) != PGQ_DONE) {
+			snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+			return PGQLUA_ERR_DB;
+		}
+	}
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
 	         c->cfg->queue_name, c->cfg->script);
 	while (!c->stop_requests) {

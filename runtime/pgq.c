@@ -140,6 +140,39 @@ static int scalar_int(pgconn *c, const char *sql, int nparams, const char *const
 	return v;
 }
 
+pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,
+                                char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	pgq_result rc = PGQ_ERROR;
+	PGresult *res = pgconn_exec(c,
+	                            "select exists (select 1 from pgq.queue where queue_name = $1),"
+	                            " exists (select 1 from pgq.subscription s"
+	                            " join pgq.queue q on q.queue_id = s.sub_queue"
+	                            " join pgq.consumer co on co.co_id = s.sub_consumer"
+	                            " where q.queue_name = $1 and co.co_name = $2)",
+	                            2, p, err, errlen);
+	if (!res) {
+		if (strstr(err, "42P01") || strstr(err, "3F000")) {
+			char msg[512];
+			snprintf(msg, sizeof(msg), "%s", err);
+			snprintf(err, errlen, "PgQ is not installed in this database (%s)", msg);
+		}
+		return PGQ_ERROR;
+	}
+	if (PQgetvalue(res, 0, 0)[0] != 't') {
+		snprintf(err, errlen, "queue %s does not exist (run `pgqlua install CONFIG`)", queue);
+		rc = PGQ_NONE;
+	} else if (PQgetvalue(res, 0, 1)[0] != 't') {
+		snprintf(err, errlen, "consumer %s is not registered on queue %s (run `pgqlua install CONFIG` or `pgqlua register CONFIG`)",
+		         consumer, queue);
+		rc = PGQ_NONE;
+	} else
+		rc = PGQ_DONE;
+	PQclear(res);
+	return rc;
+}
+
 int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen)
 {
 	const char *p[1] = {queue};

@@ -58,6 +58,11 @@ int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen);
 /* ROLLBACK, ignoring errors (the connection may be gone). */
 void pgq_rollback(pgconn *c);
 
+/* Is consumer registered on queue?  PGQ_DONE yes, PGQ_NONE no (err says
+ * what is missing), PGQ_ERROR with err. */
+pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,
+                                char *err, size_t errlen);
+
 /* Create the queue if missing; returns 1 created, 0 existed, -1 error. */
 int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen);
 /* 1 newly registered, 0 already, -1 error. */

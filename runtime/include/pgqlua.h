@@ -51,6 +51,10 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c);
  */
 pgqlua_status pgqlua_run(pgqlua_consumer *c, int once);
 
+/* The last error as one line ("" if none): why a call returned
+ * PGQLUA_ERR_DB, for example.  Never contains a password. */
+const char *pgqlua_last_error(const pgqlua_consumer *c);
+
 /* Ask the consumer to stop after the current batch (async-signal-safe). */
 void pgqlua_request_stop(pgqlua_consumer *c);
 

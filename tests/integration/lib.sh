@@ -13,6 +13,7 @@ ROOT=$(cd "$TESTS_DIR/../.." && pwd)
 # shellcheck disable=SC1091
 source "$PGTMP/env"
 export PGDATABASE=pgqlua_test
+export PGOPTIONS="-c client_min_messages=warning"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgqlua-test.XXXXXX")
 TEST_NAME=$(basename "$0" .sh)
@@ -86,16 +87,17 @@ wait_until() {
 new_consumer() {
 	local q=$1 c=$2 body=$3 extra=${4:-}
 	cat > "$WORK/$c.lua" <<< "$body"
-	cat > "$WORK/$c.yaml" <<EOF
-queue_name: $q
-consumer_name: $c
-db: "host=$PGHOST port=$PGPORT user=$PGUSER dbname=pgqlua_test"
-script: $c.lua
-loop_delay: 0.05
-retry_delay: 0
-log_level: debug
-$extra
-EOF
+	{
+		echo "queue_name: $q"
+		echo "consumer_name: $c"
+		echo "db: \"host=$PGHOST port=$PGPORT user=$PGUSER dbname=pgqlua_test\""
+		echo "script: $c.lua"
+		local kv
+		for kv in "loop_delay: 0.05" "retry_delay: 0" "log_level: debug"; do
+			grep -q "^${kv%%:*}:" <<< "$extra" || echo "$kv"
+		done
+		echo "$extra"
+	} > "$WORK/$c.yaml"
 	"$PGQLUA" install "$WORK/$c.yaml" > "$WORK/$c.install.out"
 	sql "select pgq.set_queue_config('$q', 'ticker_max_lag', '0.05'),
 	            pgq.set_queue_config('$q', 'ticker_idle_period', '0.2')" > /dev/null

@@ -272,12 +272,19 @@ say "failed events: $PGQLUA failed list $CONF"
 AUDITED=$(sql1 "select count(*) from demo_audit")
 FAILED=$(sql1 "select count(*) from pgqlua.failed_event where queue_name = '$QUEUE' and consumer_name = '$CONSUMER'")
 PENDING=$(sql1 "select pending_events from pgq.get_consumer_info('$QUEUE', '$CONSUMER')")
+# Events the script raised an error for (or returned pgq.EVENT_RETRY) wait in
+# PgQ's retry queue: they come back after retry_delay, up to max_retries times.
+RETRYING=$(sql1 "select count(*) from pgq.retry_queue r
+                 join pgq.subscription s on s.sub_id = r.ev_owner
+                 join pgq.consumer c on c.co_id = s.sub_consumer
+                 join pgq.queue q on q.queue_id = s.sub_queue
+                 where q.queue_name = '$QUEUE' and c.co_name = '$CONSUMER'")
 LAG=$(sql1 "select round(extract(epoch from lag)::numeric, 1) from pgq.get_consumer_info('$QUEUE', '$CONSUMER')")
 echo
 if (( AUDITED + FAILED == EXPECTED && FAILED == EXPECTED_FAILED )); then
     echo "demo OK: $EXPECTED events -> $AUDITED audited, $FAILED failed (pending_events $PENDING, lag ${LAG}s) in $(elapsed)"
 else
     echo "demo FAILED: expected $EXPECTED events ($(( EXPECTED - EXPECTED_FAILED )) audited, $EXPECTED_FAILED failed)," \
-         "got $AUDITED audited and $FAILED failed (pending_events $PENDING) in $(elapsed)"
+         "got $AUDITED audited, $FAILED failed, $RETRYING waiting for a retry (pending_events $PENDING) in $(elapsed)"
     exit 1
 fi
