@@ -168,6 +168,11 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 	case CFG_STR:
 	case CFG_PATH: {
 		char *copy = k->type == CFG_PATH ? join_dir(cfg->dir, v) : strdup(v);
+		char *real = copy && k->offset == OFF(script) ? realpath(copy, NULL) : NULL;
+		if (real) {
+			free(copy);
+			copy = real;
+		}
 		if (!copy) {
 			snprintf(err, errlen, "out of memory");
 			return -1;

@@ -50,6 +50,34 @@ static void build_safe_name(pgconn *c)
 		snprintf(c->safe_name, sizeof(c->safe_name), "(libpq defaults)");
 }
 
+/* The effective host, port, database and user, as libpq resolved them
+ * (PG* variables and defaults included). */
+static void name_from_connection(pgconn *c)
+{
+	const char *parts[][2] = {{"host", PQhost(c->pg)}, {"port", PQport(c->pg)},
+	                          {"dbname", PQdb(c->pg)}, {"user", PQuser(c->pg)}};
+	size_t used = 0;
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+		if (parts[i][1] && *parts[i][1]) {
+			int n = snprintf(c->safe_name + used, sizeof(c->safe_name) - used, "%s%s=%s",
+			                 used ? " " : "", parts[i][0], parts[i][1]);
+			if (n > 0 && (size_t)n < sizeof(c->safe_name) - used)
+				used += (size_t)n;
+		}
+	if (used == 0)
+		build_safe_name(c);
+}
+
+/* Server notices and warnings go to the log, not to stderr. */
+static void notice_to_log(void *arg, const char *message)
+{
+	char msg[1024];
+	(void)arg;
+	snprintf(msg, sizeof(msg), "%s", message);
+	fold_line(msg);
+	log_debug("server: %s", msg);
+}
+
 int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen)
 {
 	char *perr = NULL;
@@ -109,6 +137,8 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory connecting to %s", c->safe_name);
 		return -1;
 	}
+	name_from_connection(c);
+	PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
 	if (PQstatus(c->pg) != CONNECTION_OK) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));

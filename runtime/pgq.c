@@ -124,7 +124,7 @@ int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen)
 void pgq_rollback(pgconn *c)
 {
 	char err[256];
-	if (pgconn_is_ok(c))
+	if (pgconn_is_ok(c) && PQtransactionStatus(pgconn_pg(c)) != PQTRANS_IDLE)
 		(void)pgconn_cmd(c, "rollback", err, sizeof(err));
 }
 

@@ -19,6 +19,7 @@
 #   PGQLUA_SKIP_APT=1     do not run apt-get (CI images with the packages baked in)
 #   PGQLUA_DEMO_DIR=DIR   where the throwaway cluster lives (default /tmp/pgqlua-demo)
 #   PGQLUA_DEMO_KEEP=1    leave the cluster running at the end
+#   PGQLUA_BIN=PATH       use this pgqlua program instead of building build/
 #
 # Re-runs are safe: the demo tables, the queue and its failed events are
 # dropped and created afresh every time. Exit status 0 when every event
@@ -32,7 +33,7 @@ DEMO_DIR=${PGQLUA_DEMO_DIR:-/tmp/pgqlua-demo}
 KEEP=${PGQLUA_DEMO_KEEP:-0}
 PGBIN=/usr/lib/postgresql/15/bin
 PGTMP=$ROOT/tests/tools/pgtmp.sh
-PGQLUA=$ROOT/build/pgqlua
+PGQLUA=${PGQLUA_BIN:-$ROOT/build/pgqlua}
 CONF=conf/demo.yaml
 QUEUE=demo_events
 CONSUMER=demo_audit
@@ -126,9 +127,11 @@ fi
 
 # ------------------------------------------------------------ (b) build
 
-say "build: cmake into build/"
-{ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build -j2; } \
-    >"$WORK/build.log" 2>&1 || die "the build failed" "$WORK/build.log"
+if [[ -z ${PGQLUA_BIN:-} ]]; then
+    say "build: cmake into build/"
+    { cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build -j2; } \
+        >"$WORK/build.log" 2>&1 || die "the build failed" "$WORK/build.log"
+fi
 [[ -x $PGQLUA ]] || die "the build produced no $PGQLUA" "$WORK/build.log"
 echo "    $("$PGQLUA" --version)"
 
