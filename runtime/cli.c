@@ -155,6 +155,7 @@ static int cmd_run(cli_args *a)
 	daemon_install_signals(c);
 	st = pgqlua_run(c, a->once);
 	daemon_reset_signals();
+	cfg = consumer_config(c);   /* a reload may have replaced it */
 	rc = exit_for(st);
 	if (st == PGQLUA_ERR_DB && pgqlua_last_error(c)[0])
 		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(c));

@@ -43,6 +43,17 @@ fail() {
 
 # Finish: the plain closing line, exit 1 on any failure.
 finish() {
+	if [ "${PGQLUA_VALGRIND:-0}" == 1 ]; then
+		local reports
+		reports=$(find "$WORK" -name 'valgrind.*.txt' -size +0 | wc -l)
+		runs=$(find "$WORK" -name 'valgrind.*.txt' | wc -l)
+		if [ "$reports" == 0 ] && [ "$runs" -gt 0 ]; then
+			ok "valgrind memcheck: $runs runs, no errors, no definite leaks"
+		else
+			fail "valgrind memcheck: $reports of $runs runs reported problems"
+			find "$WORK" -name 'valgrind.*.txt' -size +0 -exec cat {} +
+		fi
+	fi
 	echo "$TEST_NAME: $N_OK passed, $N_FAIL failed"
 	[ "$N_FAIL" -eq 0 ]
 }
@@ -143,8 +154,16 @@ drained() {
 }
 
 # run_once CONSUMER: one `pgqlua run --once`; its log appends to WORK/CONSUMER.log.
+# With PGQLUA_VALGRIND=1 it runs under valgrind memcheck; finish() fails the
+# test if valgrind reported anything.
 run_once() {
-	"$PGQLUA" run --once "$WORK/$1.yaml" >> "$WORK/$1.log" 2>&1
+	if [ "${PGQLUA_VALGRIND:-0}" == 1 ]; then
+		valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			--show-leak-kinds=definite --log-file="$WORK/valgrind.%p.txt" \
+			"$PGQLUA" run --once "$WORK/$1.yaml" >> "$WORK/$1.log" 2>&1
+	else
+		"$PGQLUA" run --once "$WORK/$1.yaml" >> "$WORK/$1.log" 2>&1
+	fi
 }
 
 # drain QUEUE CONSUMER [SECONDS]: run --once until every event (retries too)

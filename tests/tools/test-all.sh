@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test-all.sh - every test of pgqlua, from a fresh Debian bookworm machine:
+# installs the packages (apt-get, skipped when present), builds with
+# warnings as errors, runs ctest (C unit tests, busted specs, luacheck, the
+# embedding example and the integration tests against a throwaway PostgreSQL
+# with pgq and pgqd that ctest starts and stops), then builds again with
+# AddressSanitizer and UndefinedBehaviorSanitizer and runs the suite again.
+#
+#   tests/tools/test-all.sh            # what CI runs (.ci/run)
+#   PGQLUA_SKIP_APT=1 ...              # do not touch packages
+#   PGQLUA_SKIP_SANITIZE=1 ...         # one build only
+set -euo pipefail
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev
+          lua-busted lua-check lua-dkjson postgresql-15 postgresql-client-15
+          postgresql-15-pgq3 pgqd valgrind procps)
+
+if [[ ${PGQLUA_SKIP_APT:-0} != 1 ]]; then
+	missing=()
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		echo "==> installing: ${missing[*]}"
+		sudo_cmd=()
+		[[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
+		"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+	fi
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+run_suite() {   # BUILD_DIR CMAKE_ARGS...
+	local dir=$1
+	shift
+	echo "==> build $dir"
+	cmake -S . -B "$dir" -DPGQLUA_WERROR=ON "$@" > "$dir.cmake.log" 2>&1 || { cat "$dir.cmake.log"; return 1; }
+	cmake --build "$dir" -j"$jobs"
+	echo "==> ctest in $dir"
+	# shellcheck disable=SC2086
+	(cd "$dir" && ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-})
+}
+
+mkdir -p build-ci
+if [[ ${PGQLUA_SKIP_SANITIZE:-0} != 1 ]]; then
+	mkdir -p build-asan
+	# leaks are checked by valgrind (the valgrind_* tests); ASan checks access
+	# the 1M-event memory test measures RSS: meaningless under ASan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	CTEST_ARGS="-E bigbatch" run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPGQLUA_SANITIZE=ON
+fi
+run_suite build-ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
