@@ -93,8 +93,12 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 	(void)ar;
 	if (s->deadline > 0 && now_mono() > s->deadline) {
 		/* fire again at once if a pcall in the script swallows this */
+		char msg[128];
+		/* lua_pushfstring knows no precision: format here */
+		snprintf(msg, sizeof(msg), "event_timeout exceeded: the script ran for more than %.3g seconds",
+		         s->timeout);
 		lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
-		luaL_error(L, "event_timeout exceeded: the script ran for more than %.3g seconds", s->timeout);
+		luaL_error(L, "%s", msg);
 	}
 }
 
