@@ -154,8 +154,9 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	int nparams = lua_gettop(L) - 2;
 	const char **params;
 	char err[1024];
+	const char *pre[2];
 	PGresult *res;
-	int nrows, ncols;
+	int nrows, ncols, npre, failed_pre;
 
 	/* stack: 1 handle, 2 sql, 3.. params, then the params array */
 	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams > 0 ? nparams : 1), 0);
@@ -165,23 +166,25 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	if (st->sql_failed)
 		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		                  st->sql_error);
+	/* the event's savepoint (and the RELEASE of the previous one) ride in
+	 * the same round trip as the statement */
+	npre = 0;
 	if (!st->savepoint_open) {
-		const char *sp = st->release_pending
-		                     ? "release savepoint " SAVEPOINT "; savepoint " SAVEPOINT
-		                     : "savepoint " SAVEPOINT;
-		if (pgconn_cmd(st->conn, sp, err, sizeof(err)) != 0) {
-			st->sql_failed = 1;
-			snprintf(st->sql_error, sizeof(st->sql_error), "%s", err);
-			return luaL_error(L, "db:exec: cannot take a savepoint: %s", err);
-		}
+		if (st->release_pending)
+			pre[npre++] = "release savepoint " SAVEPOINT;
+		pre[npre++] = "savepoint " SAVEPOINT;
+	}
+	st->statements++;
+	res = pgconn_exec_after(st->conn, pre, npre, sql, nparams, params, &failed_pre, err, sizeof(err));
+	if (npre > 0 && !failed_pre) {
 		st->release_pending = 0;
 		st->savepoint_open = 1;
 	}
-	st->statements++;
-	res = pgconn_exec(st->conn, sql, nparams, params, err, sizeof(err));
 	if (!res) {
 		st->sql_failed = 1;
 		snprintf(st->sql_error, sizeof(st->sql_error), "%s", err);
+		if (failed_pre)
+			return luaL_error(L, "db:exec: cannot take a savepoint: %s", err);
 		return luaL_error(L, "db:exec: %s", err);
 	}
 	nrows = PQntuples(res);

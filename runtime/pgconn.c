@@ -202,6 +202,70 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 	return NULL;
 }
 
+PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const char *sql,
+                            int nparams, const char *const *params, int *failed_pre,
+                            char *err, size_t errlen)
+{
+	PGresult *res, *out = NULL;
+	int sent = 0, got = 0, failed = 0;
+
+	*failed_pre = 0;
+	if (npre == 0)
+		return pgconn_exec(c, sql, nparams, params, err, errlen);
+	if (!c->pg) {
+		snprintf(err, errlen, "not connected");
+		return NULL;
+	}
+	if (!PQenterPipelineMode(c->pg)) {
+		pgconn_result_error(c, NULL, err, errlen);
+		return NULL;
+	}
+	for (int i = 0; i < npre && sent == i; i++)
+		sent += PQsendQueryParams(c->pg, pre[i], 0, NULL, NULL, NULL, NULL, 0);
+	if (sent == npre)
+		sent += PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (sent < npre + 1 || !PQpipelineSync(c->pg)) {
+		pgconn_result_error(c, NULL, err, errlen);
+		failed = 1;
+		*failed_pre = sent < npre;
+		/* what was sent still has to be read: a sync is needed for that */
+		if (sent > 0)
+			(void)PQpipelineSync(c->pg);
+	}
+	/* one result (then NULL) per statement sent, then the sync */
+	while (got < sent) {
+		res = PQgetResult(c->pg);
+		if (res == NULL) {
+			got++;
+			continue;
+		}
+		if (!failed && PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+			pgconn_result_error(c, res, err, errlen);
+			failed = 1;
+			*failed_pre = got < npre;
+		}
+		if (got == npre && !failed && !out)
+			out = res;
+		else
+			PQclear(res);
+	}
+	while ((res = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	if (!PQexitPipelineMode(c->pg) && !failed) {
+		pgconn_result_error(c, NULL, err, errlen);
+		failed = 1;
+	}
+	if (failed) {
+		PQclear(out);
+		return NULL;
+	}
+	return out;
+}
+
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen)
 {
 	PGresult *res = pgconn_exec(c, sql, 0, NULL, err, errlen);

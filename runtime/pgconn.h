@@ -34,6 +34,14 @@ int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen);
 PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams,
                       const char *const *params, char *err, size_t errlen);
 
+/* Run the parameterless commands pre[0..npre-1], then sql with params, in
+ * one round trip (libpq pipeline mode).  Returns sql's result, or NULL
+ * with err from the first statement that failed (*failed_pre is set when
+ * that was one of pre). */
+PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const char *sql,
+                            int nparams, const char *const *params, int *failed_pre,
+                            char *err, size_t errlen);
+
 /* Run a simple (possibly multi-statement) command; 0 or -1 with err. */
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen);
 
