@@ -15,15 +15,19 @@ struct pgconn {
 	char safe_name[256];
 };
 
+/* Newlines and tabs to single spaces, no trailing space: one log line. */
 static void fold_line(char *s)
 {
-	size_t n;
-	for (char *p = s; *p; p++)
-		if (*p == '\n' || *p == '\r' || *p == '\t')
-			*p = ' ';
-	n = strlen(s);
-	while (n > 0 && s[n - 1] == ' ')
-		s[--n] = '\0';
+	char *out = s;
+	for (const char *p = s; *p; p++) {
+		char ch = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+		if (ch == ' ' && (out == s || out[-1] == ' '))
+			continue;
+		*out++ = ch;
+	}
+	while (out > s && out[-1] == ' ')
+		out--;
+	*out = '\0';
 }
 
 static void build_safe_name(pgconn *c)
