@@ -255,7 +255,7 @@ static int cmd_failed(cli_args *a)
 	pgconn *c = NULL;
 	char err[1024];
 	long long ids[MAX_ARGS];
-	int nids = 0, all = 0, rc;
+	int nids = 0, all = 0, rc, dup;
 	long n;
 	failed_fn fn;
 	const char *action = a->command;
@@ -279,7 +279,11 @@ static int cmd_failed(cli_args *a)
 		if (errno || end == a->pos[i] || *end || ids[nids] <= 0)
 			return usage_error("failed: \"%s\" is not an event id (a positive integer or \"all\")",
 			                   a->pos[i]);
-		nids++;
+		dup = 0;
+		for (int j = 0; j < nids && !dup; j++)
+			dup = ids[j] == ids[nids];
+		if (!dup)
+			nids++;
 	}
 	if (fn != failed_list && nids == 0 && !all)
 		return usage_error("failed %s: give event ids or \"all\"", action);

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <yaml.h>
 
+/* about 100 years: more overflows PostgreSQL intervals and poll() */
+#define CFG_SECONDS_MAX 3.2e9
+
 typedef enum cfg_type {
 	CFG_STR,
 	CFG_PATH,      /* a string resolved against the config's folder */
@@ -196,7 +199,7 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		double d;
 		errno = 0;
 		d = strtod(v, &end);
-		if (errno || end == v || *end || !isfinite(d) || (d < 0 && !(strcmp(v, "-1") == 0 && k->def && strcmp(k->def, "-1") == 0))) {
+		if (errno || end == v || *end || !isfinite(d) || d > CFG_SECONDS_MAX || (d < 0 && !(strcmp(v, "-1") == 0 && k->def && strcmp(k->def, "-1") == 0))) {
 			snprintf(err, errlen, "%s must be a non-negative number of seconds, not \"%s\"", k->name, v);
 			return -1;
 		}
@@ -495,6 +498,23 @@ void config_diff_restart_only(const config *a, const config *b, char *buf, size_
 			used += (size_t)n;
 		}
 	}
+}
+
+int config_keep_restart_only(const config *running, config *next)
+{
+	for (int i = 0; i < N_KEYS; i++) {
+		const cfg_key *k = &cfg_keys[i];
+		char **dst, *const *src, *copy = NULL;
+		if (!k->restart_only || (k->type != CFG_STR && k->type != CFG_PATH))
+			continue;
+		src = (char *const *)((const char *)running + k->offset);
+		dst = (char **)((char *)next + k->offset);
+		if (*src && !(copy = strdup(*src)))
+			return -1;
+		free(*dst);
+		*dst = copy;
+	}
+	return 0;
 }
 
 void config_print_sample(FILE *out)

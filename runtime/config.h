@@ -53,6 +53,10 @@ void config_free(config *cfg);
  * comma-separated into buf ("" when none). */
 void config_diff_restart_only(const config *a, const config *b, char *buf, size_t len);
 
+/* Give next the running values of the settings that need a restart
+ * (queue_name, consumer_name, db, pidfile).  0, or -1 when out of memory. */
+int config_keep_restart_only(const config *running, config *next);
+
 /* Print every key with its type, default and help as a commented YAML file. */
 void config_print_sample(FILE *out);
 

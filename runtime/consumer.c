@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +48,14 @@ struct pgqlua_consumer {
 	int polled;                /* a next_batch call has succeeded once */
 	char last_error[1024];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
-	volatile sig_atomic_t stop_requests;
-	volatile sig_atomic_t reload_requested;
+	atomic_int stop_requests;   /* set from signal handlers or threads */
+	atomic_int reload_requested;
 };
 
 typedef enum event_step {
 	STEP_NEXT = 0,             /* go on with the next event */
 	STEP_ABORT,                /* the script asked to abort the batch */
+	STEP_STOP,                 /* a second stop request: roll back now */
 	STEP_DB_ERROR              /* the runtime's own SQL failed */
 } event_step;
 
@@ -109,6 +111,8 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 	int fds[2];
 
 	*out = NULL;
+	if (c)
+		c->wake_r = c->wake_w = -1;
 	if (!c || pipe(fds) != 0) {
 		free(c);
 		config_free(cfg);
@@ -164,9 +168,9 @@ void pgqlua_close(pgqlua_consumer *c)
 	lb_script_free(c->script);
 	pgconn_free(c->conn);
 	config_free(c->cfg);
-	if (c->wake_r > 0)
+	if (c->wake_r >= 0)
 		close(c->wake_r);
-	if (c->wake_w > 0)
+	if (c->wake_w >= 0)
 		close(c->wake_w);
 	free(c);
 }
@@ -174,7 +178,11 @@ void pgqlua_close(pgqlua_consumer *c)
 void pgqlua_request_stop(pgqlua_consumer *c)
 {
 	int saved = errno;
-	c->stop_requests++;
+	if (atomic_fetch_add(&c->stop_requests, 1) >= 1) {
+		/* the second request: stop at once, even inside SQL or Lua */
+		pgconn_cancel(c->conn);
+		lb_interrupt(c->script);
+	}
 	if (write(c->wake_w, "s", 1) < 0) {
 		/* the pipe is full: the loop is awake already */
 	}
@@ -198,6 +206,8 @@ static void consumer_sleep(pgqlua_consumer *c, double secs)
 	char buf[64];
 	if (c->stop_requests || c->reload_requested)
 		return;
+	if (secs > 3600)
+		secs = 3600;   /* the loop wakes at least hourly; int milliseconds stay in range */
 	if (poll(&pfd, 1, (int)(secs * 1000)) > 0)
 		while (read(c->wake_r, buf, sizeof(buf)) > 0)
 			;
@@ -241,6 +251,8 @@ static pgqlua_status db_failure(pgqlua_consumer *c, const char *what, const char
 	if (c->polled)
 		log_error("%s", c->last_error);
 	pgq_rollback(c->conn);
+	if (pgconn_is_ok(c->conn) && PQpipelineStatus(pgconn_pg(c->conn)) != PQ_PIPELINE_OFF)
+		pgconn_close(c->conn);   /* cannot be trusted any more */
 	if (!pgconn_is_ok(c->conn)) {
 		log_warn("connection to %s lost; the open batch will be delivered again",
 		         pgconn_safe_name(c->conn));
@@ -271,6 +283,8 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 
 	ldb_event_begin(&c->db);
 	lb_call_event(c->script, res, row, &r);
+	if (c->stop_requests > 1)
+		return STEP_STOP;
 	if (r.outcome == LB_OK && c->db.sql_failed) {
 		r.outcome = LB_ERROR;
 		snprintf(r.msg, sizeof(r.msg), "the script went on after an SQL error: %s", c->db.sql_error);
@@ -326,6 +340,34 @@ static pgqlua_status consumer_abort_batch(pgqlua_consumer *c, const char *why)
 	return PGQLUA_BATCH_ABORTED;
 }
 
+/* on_batch_start / on_batch_end with their db writes kept; on failure the
+ * batch is rolled back and *st says how. */
+static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, pgqlua_status *st)
+{
+	const char *name = end ? "on_batch_end" : "on_batch_start";
+	char err[1024];
+	int rc;
+
+	ldb_event_begin(&c->db);
+	rc = end ? lb_call_batch_end(c->script, b, err, sizeof(err))
+	         : lb_call_batch_start(c->script, b, err, sizeof(err));
+	if (rc == 0 && c->db.sql_failed) {
+		snprintf(err, sizeof(err), "the hook went on after an SQL error: %s", c->db.sql_error);
+		rc = -1;
+	}
+	if (rc != 0) {
+		log_error("%s: %s", name, err);
+		*st = consumer_abort_batch(c, end ? "on_batch_end failed" : "on_batch_start failed");
+		return -1;
+	}
+	if (ldb_event_end(&c->db, 1, err, sizeof(err)) != 0) {
+		ldb_batch_end(&c->db);
+		*st = db_failure(c, name, err);
+		return -1;
+	}
+	return 0;
+}
+
 static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch *b)
 {
 	char err[1024];
@@ -337,15 +379,8 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	if (!res)
 		return db_failure(c, "opening the batch cursor", err);
 	ldb_batch_begin(&c->db, c->conn);
-	if (lb_call_batch_start(c->script, b, err, sizeof(err)) != 0) {
-		log_error("on_batch_start: %s", err);
-		st = consumer_abort_batch(c, "on_batch_start failed");
+	if (consumer_batch_hook(c, 0, b, &st) != 0)
 		goto out;
-	}
-	if (ldb_event_end(&c->db, 1, err, sizeof(err)) != 0) {
-		st = db_failure(c, "on_batch_start", err);
-		goto out;
-	}
 	for (;;) {
 		int n = PQntuples(res);
 		for (int i = 0; i < n; i++) {
@@ -360,6 +395,10 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 				snprintf(why, sizeof(why), "the script returned pgq.ABORT_BATCH at event %s",
 				         PQgetvalue(res, i, PGQ_EV_ID));
 				st = consumer_abort_batch(c, why);
+				goto out;
+			}
+			if (step == STEP_STOP) {
+				st = consumer_abort_batch(c, "immediate stop");
 				goto out;
 			}
 			if (step == STEP_DB_ERROR) {
@@ -379,12 +418,8 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 			goto out;
 		}
 	}
-	if (lb_call_batch_end(c->script, b, err, sizeof(err)) != 0) {
-		log_error("on_batch_end: %s", err);
-		st = consumer_abort_batch(c, "on_batch_end failed");
+	if (consumer_batch_hook(c, 1, b, &st) != 0)
 		goto out;
-	}
-	ldb_event_end(&c->db, 1, err, sizeof(err));
 	ldb_batch_end(&c->db);
 	if (pgq_finish_batch(c->conn, b->batch_id, err, sizeof(err)) != 0) {
 		st = db_failure(c, "finishing the batch", err);
@@ -452,14 +487,10 @@ static void consumer_reload(pgqlua_consumer *c)
 	if (diff[0])
 		log_warn("reload: %s changed; ignored until restart", diff);
 	/* settings that cannot change at runtime keep their running values */
-	{
-		char **fields_old[] = {&c->cfg->queue_name, &c->cfg->consumer_name, &c->cfg->db, &c->cfg->pidfile};
-		char **fields_new[] = {&ncfg->queue_name, &ncfg->consumer_name, &ncfg->db, &ncfg->pidfile};
-		for (size_t i = 0; i < sizeof(fields_old) / sizeof(fields_old[0]); i++) {
-			char *t = *fields_old[i];
-			*fields_old[i] = *fields_new[i];
-			*fields_new[i] = t;
-		}
+	if (config_keep_restart_only(c->cfg, ncfg) != 0) {
+		log_error("reload failed, keeping the old configuration and script: out of memory");
+		config_free(ncfg);
+		return;
 	}
 	ns = lb_script_load(ncfg, &c->db, err, sizeof(err));
 	if (!ns) {

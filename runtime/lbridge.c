@@ -102,6 +102,19 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 	}
 }
 
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1);
+	luaL_error(L, "stopped: the consumer was told to stop at once");
+}
+
+void lb_interrupt(lb_script *s)
+{
+	if (s && s->L)
+		lua_sethook(s->L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
 static int msgh(lua_State *L)
 {
 	const char *msg = lua_tostring(L, 1);
@@ -183,9 +196,22 @@ static int host_log(lua_State *L)
 	return 0;
 }
 
+/* host.loadfile(path): a text chunk with the global environment, or nil
+ * and the message. */
+static int host_loadfile(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+		luaL_pushfail(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	return 1;
+}
+
 static int host_open(lua_State *L)
 {
-	static const luaL_Reg fns[] = {{"log", host_log}, {NULL, NULL}};
+	static const luaL_Reg fns[] = {{"log", host_log}, {"loadfile", host_loadfile}, {NULL, NULL}};
 	luaL_newlib(L, fns);
 	lua_pushliteral(L, "runtime");
 	lua_setfield(L, -2, "name");
@@ -423,8 +449,9 @@ static int event_tramp(lua_State *L) /* MAY_LJMP */
 		lua_pushinteger(L, LB_ABORT);
 		return 1;
 	case LB_EVENT_RETRY:
-		if (nret >= 2 && !lua_isnil(L, 2) && (lua_type(L, 2) != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
-			return luaL_error(L, "%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds >= 0)",
+		if (nret >= 2 && !lua_isnil(L, 2) &&
+		    (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0 && lua_tonumber(L, 2) <= 3.2e9)))
+			return luaL_error(L, "%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds from 0 to 3.2e9)",
 			                  event_fn_where(L, s), luaL_tolstring(L, 2, NULL));
 		lua_pushinteger(L, LB_RETRY);
 		if (nret >= 2 && !lua_isnil(L, 2))

@@ -48,6 +48,10 @@ void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out);
 int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
 int lb_call_batch_end(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
 
+/* Make the running Lua code raise "stopped" at its next instruction
+ * (async-signal-safe, as lua.c does for SIGINT).  NULL is fine. */
+void lb_interrupt(lb_script *s);
+
 /* Memory the state uses, in bytes. */
 size_t lb_memory_used(const lb_script *s);
 

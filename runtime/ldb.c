@@ -22,6 +22,22 @@
 #define OID_FLOAT4 700
 #define OID_FLOAT8 701
 
+#define RESULT_MT "pgqlua.result"
+
+/* Holds a PGresult while Lua builds rows from it: a memory error there
+ * unwinds past ldb_exec, and __gc frees the result. */
+typedef struct result_guard {
+	PGresult *res;
+} result_guard;
+
+static int result_gc(lua_State *L)
+{
+	result_guard *g = luaL_checkudata(L, 1, RESULT_MT);
+	PQclear(g->res);
+	g->res = NULL;
+	return 0;
+}
+
 typedef struct ldb_ud {
 	ldb_state *st;
 	int null_ref;
@@ -155,10 +171,11 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	const char **params;
 	char err[1024];
 	const char *pre[2];
+	result_guard *guard;
 	PGresult *res;
 	int nrows, ncols, npre, failed_pre;
 
-	/* stack: 1 handle, 2 sql, 3.. params, then the params array */
+	/* stack: 1 handle, 2 sql, 3.. params, then the params array, the guard */
 	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams > 0 ? nparams : 1), 0);
 	for (int i = 0; i < nparams; i++)
 		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
@@ -166,6 +183,10 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	if (st->sql_failed)
 		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		                  st->sql_error);
+	guard = lua_newuserdatauv(L, sizeof(*guard), 0);
+	guard->res = NULL;
+	luaL_setmetatable(L, RESULT_MT);
+
 	/* the event's savepoint (and the RELEASE of the previous one) ride in
 	 * the same round trip as the statement */
 	npre = 0;
@@ -180,6 +201,15 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 		st->release_pending = 0;
 		st->savepoint_open = 1;
 	}
+	if (pgconn_is_ok(st->conn) && PQtransactionStatus(pgconn_pg(st->conn)) == PQTRANS_IDLE) {
+		/* the script ended the batch's transaction: nothing after this
+		 * may autocommit, so drop the connection; the batch comes again */
+		PQclear(res);
+		pgconn_close(st->conn);
+		st->sql_failed = 1;
+		snprintf(st->sql_error, sizeof(st->sql_error), "the script ended the batch's transaction");
+		return luaL_error(L, "db:exec: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
+	}
 	if (!res) {
 		st->sql_failed = 1;
 		snprintf(st->sql_error, sizeof(st->sql_error), "%s", err);
@@ -187,6 +217,7 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 			return luaL_error(L, "db:exec: cannot take a savepoint: %s", err);
 		return luaL_error(L, "db:exec: %s", err);
 	}
+	guard->res = res;
 	nrows = PQntuples(res);
 	ncols = PQnfields(res);
 	lua_createtable(L, nrows, 0);
@@ -205,6 +236,7 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 		lua_pushinteger(L, t[0] ? atoll(t) : 0);
 	}
 	PQclear(res);
+	guard->res = NULL;
 	return 2;
 }
 
@@ -217,6 +249,11 @@ static int ldb_tostring(lua_State *L)
 
 void ldb_open_lib(lua_State *L)
 {
+	luaL_newmetatable(L, RESULT_MT);
+	lua_pushcfunction(L, result_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pop(L, 1);
+
 	static const luaL_Reg methods[] = {{"exec", ldb_exec}, {NULL, NULL}};
 	luaL_newmetatable(L, LDB_MT);
 	luaL_newlib(L, methods);

@@ -12,6 +12,7 @@
 struct pgconn {
 	char *conninfo;
 	PGconn *pg;
+	PGcancel *volatile cancel;   /* read by signal handlers */
 	char safe_name[256];
 };
 
@@ -151,11 +152,24 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 		pgconn_close(c);
 		return -1;
 	}
+	c->cancel = PQgetCancel(c->pg);
 	return 0;
+}
+
+void pgconn_cancel(pgconn *c)
+{
+	char buf[256];
+	PGcancel *cancel = c ? c->cancel : NULL;
+	if (cancel)
+		(void)PQcancel(cancel, buf, sizeof(buf));
 }
 
 void pgconn_close(pgconn *c)
 {
+	PGcancel *cancel = c->cancel;
+	c->cancel = NULL;
+	if (cancel)
+		PQfreeCancel(cancel);
 	if (c->pg)
 		PQfinish(c->pg);
 	c->pg = NULL;
@@ -184,6 +198,28 @@ void pgconn_result_error(pgconn *c, const PGresult *res, char *err, size_t errle
 	snprintf(err, errlen, "%s", msg);
 }
 
+/* A statement put the connection into COPY: end it (db:exec does not speak
+ * COPY).  Returns 0, or -1 when the connection had to be closed. */
+static int refuse_copy(pgconn *c, ExecStatusType st)
+{
+	char *buf;
+	if (st == PGRES_COPY_IN)
+		(void)PQputCopyEnd(c->pg, "COPY is not supported by db:exec");
+	else if (st == PGRES_COPY_OUT)
+		while (PQgetCopyData(c->pg, &buf, 0) > 0)
+			PQfreemem(buf);
+	else if (st == PGRES_COPY_BOTH) {
+		pgconn_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+static int is_copy(ExecStatusType st)
+{
+	return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
 PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const *params,
                       char *err, size_t errlen)
 {
@@ -201,6 +237,15 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;
+	if (is_copy(st)) {
+		PGresult *r;
+		PQclear(res);
+		snprintf(err, errlen, "COPY is not supported by db:exec");
+		if (refuse_copy(c, st) == 0)
+			while ((r = PQgetResult(c->pg)) != NULL)
+				PQclear(r);
+		return NULL;
+	}
 	pgconn_result_error(c, res, err, errlen);
 	PQclear(res);
 	return NULL;
@@ -243,7 +288,17 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 			got++;
 			continue;
 		}
-		if (!failed && PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (is_copy(PQresultStatus(res))) {
+			if (!failed)
+				snprintf(err, errlen, "COPY is not supported by db:exec");
+			failed = 1;
+			if (refuse_copy(c, PQresultStatus(res)) != 0) {
+				PQclear(res);
+				PQclear(out);
+				return NULL;
+			}
+		} else if (!failed && PQresultStatus(res) != PGRES_COMMAND_OK &&
+		           PQresultStatus(res) != PGRES_TUPLES_OK) {
 			pgconn_result_error(c, res, err, errlen);
 			failed = 1;
 			*failed_pre = got < npre;

@@ -22,6 +22,9 @@ void pgconn_close(pgconn *c);
 int pgconn_is_ok(const pgconn *c);
 PGconn *pgconn_pg(pgconn *c);
 
+/* Ask the server to cancel the running statement (async-signal-safe). */
+void pgconn_cancel(pgconn *c);
+
 /* "host=... port=... dbname=... user=..." without the password. */
 const char *pgconn_safe_name(const pgconn *c);
 

@@ -8,6 +8,11 @@ function host.log(level, message)
   host.calls[#host.calls + 1] = { level = level, message = message }
 end
 
+--- Load a file as a text chunk only, like the runtime's host.loadfile.
+function host.loadfile(path)
+  return loadfile(path, "t")
+end
+
 --- Forget the recorded calls.
 function host.reset()
   for i = #host.calls, 1, -1 do host.calls[i] = nil end

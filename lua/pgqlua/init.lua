@@ -1,7 +1,8 @@
 --- The `pgq` table scripts see (also `require "pgqlua"`): result codes,
 -- pgq.null, logging into the runtime's log, and payload decoders.
 -- The runtime and the mock batch runner load this same module; each lends
--- it a `pgqlua.host` module with a log(level, message) function.
+-- it a `pgqlua.host` module with log(level, message) and loadfile(path),
+-- the latter loading text chunks only.
 local host = require "pgqlua.host"
 local payload = require "pgqlua.payload"
 

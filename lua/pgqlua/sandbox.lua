@@ -26,6 +26,21 @@ local function make_load(raw_load, default_env)
   end
 end
 
+--- A `require` searcher for Lua files that loads text chunks only (the
+-- stock one also loads precompiled bytecode).  The host lends loadfile.
+function M.text_searcher(package)
+  local host = require "pgqlua.host"
+  return function(name)
+    local path, err = package.searchpath(name, package.path)
+    if not path then return err end
+    local f, lerr = host.loadfile(path)
+    if not f then
+      error(string.format("error loading module '%s' from file '%s':\n\t%s", name, path, lerr), 2)
+    end
+    return f, path
+  end
+end
+
 --- Trim the global table G in place (the runtime's own lua_State).
 function M.apply(G)
   local keep = {}
@@ -40,7 +55,7 @@ function M.apply(G)
   local package = G.package
   package.loadlib = nil
   package.cpath = ""
-  package.searchers = { package.searchers[1], package.searchers[2] }
+  package.searchers = { package.searchers[1], M.text_searcher(package) }
   for _, name in ipairs(unsafe_modules) do package.loaded[name] = nil end
   package.loaded.os = os_lib
   return G
