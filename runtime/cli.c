@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "failed.h"
 #include "log.h"
+#include "luatest.h"
 #include "pgconn.h"
 #include "pgq.h"
 #include "pgqlua.h"
@@ -44,6 +45,7 @@ static int cmd_register(cli_args *a);
 static int cmd_unregister(cli_args *a);
 static int cmd_failed(cli_args *a);
 static int cmd_sample_config(cli_args *a);
+static int cmd_test(cli_args *a);
 
 static const cli_command commands[] = {
 	{"run", cmd_run, "run [--once] CONFIG", "consume in the foreground until SIGTERM/SIGINT;"
@@ -55,6 +57,8 @@ static const cli_command commands[] = {
 	{"failed", cmd_failed, "failed list|retry|delete CONFIG [ID...|all]",
 	 "show failed events, put them back into the queue for this consumer, or delete them", 1, ""},
 	{"sample-config", cmd_sample_config, "sample-config", "print every config key with its default", 0, ""},
+	{"test", cmd_test, "test SCRIPT EVENTS|--event JSON", "run a script on events from a YAML/JSON file (- for stdin)"
+	 " without a database, with the mock batch runner", 0, "*"},
 };
 
 #define N_COMMANDS ((int)(sizeof(commands) / sizeof(commands[0])))
@@ -313,6 +317,11 @@ static int cmd_sample_config(cli_args *a)
 	return 0;
 }
 
+static int cmd_test(cli_args *a)
+{
+	return luatest_main(a->npos, (char **)a->pos);
+}
+
 static const cli_command *find_command(const char *name)
 {
 	for (int i = 0; i < N_COMMANDS; i++)
@@ -356,6 +365,12 @@ int cli_main(int argc, char **argv)
 			return usage_error("failed: give an action: list, retry or delete%s", "");
 		a.command = argv[2];
 		first = 3;
+	}
+	if (strcmp(cmd->options, "*") == 0) {
+		/* the command parses its own arguments */
+		for (int i = first; i < argc && a.npos < MAX_ARGS; i++)
+			a.pos[a.npos++] = argv[i];
+		return cmd->run(&a);
 	}
 	for (int i = first; i < argc; i++) {
 		const char *arg = argv[i];

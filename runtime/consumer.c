@@ -274,6 +274,34 @@ static event_step send_to_failed(pgqlua_consumer *c, const PGresult *res, int ro
 	return STEP_NEXT;
 }
 
+/* One debug line per event with what the script decided, in a fixed
+ * format (the contract tests read it). */
+static void log_outcome(const char *id, const lb_result *r)
+{
+	if (log_current_level < LOG_LVL_DEBUG)
+		return;
+	switch (r->outcome) {
+	case LB_OK:
+		log_debug("event %s: outcome OK", id);
+		break;
+	case LB_RETRY:
+		if (r->delay < 0)
+			log_debug("event %s: outcome RETRY", id);
+		else
+			log_debug("event %s: outcome RETRY delay=%g", id, r->delay);
+		break;
+	case LB_FAILED:
+		log_debug("event %s: outcome FAILED reason=%s", id, r->msg);
+		break;
+	case LB_ABORT:
+		log_debug("event %s: outcome ABORT_BATCH", id);
+		break;
+	case LB_ERROR:
+		log_debug("event %s: outcome ERROR error=%s", id, r->msg);
+		break;
+	}
+}
+
 static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res, int row)
 {
 	lb_result r;
@@ -289,6 +317,7 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 		r.outcome = LB_ERROR;
 		snprintf(r.msg, sizeof(r.msg), "the script went on after an SQL error: %s", c->db.sql_error);
 	}
+	log_outcome(id, &r);
 	if (r.outcome == LB_ABORT)
 		return STEP_ABORT;
 	if (ldb_event_end(&c->db, r.outcome == LB_OK, err, sizeof(err)) != 0) {
@@ -298,7 +327,6 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 	c->stats.events++;
 	switch (r.outcome) {
 	case LB_OK:
-		log_trace("event %s: ok", id);
 		return STEP_NEXT;
 	case LB_FAILED:
 		return send_to_failed(c, res, row, r.msg);

@@ -3,6 +3,7 @@
  * after every PGresult is freed: the message is copied to the stack first.
  */
 #include "ldb.h"
+#include "log.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -161,6 +162,32 @@ static void push_value(lua_State *L, int null_ref, const PGresult *res, int r, i
 	lua_pushlstring(L, v, (size_t)PQgetlength(res, r, col));
 }
 
+/* Trace: the statement and its parameters as one line,
+ * `db:exec <sql> [p1, p2, NULL]`, parameters in Lua %q form. */
+static void log_sql(lua_State *L, const char *sql, int nparams, const char *const *params)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (int i = 0; i < nparams; i++) {
+		if (i)
+			luaL_addstring(&b, ", ");
+		if (!params[i]) {
+			luaL_addstring(&b, "NULL");
+			continue;
+		}
+		lua_getglobal(L, "string");
+		lua_getfield(L, -1, "format");
+		lua_remove(L, -2);
+		lua_pushliteral(L, "%q");
+		lua_pushstring(L, params[i]);
+		lua_call(L, 2, 1);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	log_trace("db:exec %s [%s]", sql, lua_tostring(L, -1));
+	lua_pop(L, 1);
+}
+
 /* rows, count = db:exec(sql, ...) */
 static int ldb_exec(lua_State *L) /* MAY_LJMP */
 {
@@ -196,6 +223,8 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 		pre[npre++] = "savepoint " SAVEPOINT;
 	}
 	st->statements++;
+	if (log_current_level >= LOG_LVL_TRACE)
+		log_sql(L, sql, nparams, params);
 	res = pgconn_exec_after(st->conn, pre, npre, sql, nparams, params, &failed_pre, err, sizeof(err));
 	if (npre > 0 && !failed_pre) {
 		st->release_pending = 0;
