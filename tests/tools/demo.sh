@@ -42,7 +42,7 @@ POLL_S=0.1
 
 PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev
           lua-busted lua-check lua-dkjson postgresql-15 postgresql-client-15
-          postgresql-15-pgq3 pgqd)
+          postgresql-15-pgq3 pgqd lua-yaml)
 
 START_MS=$(date +%s%3N)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgqlua-demo-work.XXXXXX")   # logs of this run
