@@ -10,6 +10,8 @@
 #include "failed.h"
 #include "log.h"
 #include "luatest.h"
+#include "monitor.h"
+#include "service.h"
 #include "pgconn.h"
 #include "pgq.h"
 #include "pgqlua.h"
@@ -27,6 +29,7 @@ typedef struct cli_args {
 	const char *pos[MAX_ARGS];   /* positional arguments after CONFIG */
 	int npos;
 	int once;
+	int json;
 	int help;
 } cli_args;
 
@@ -40,6 +43,12 @@ typedef struct cli_command {
 } cli_command;
 
 static int cmd_run(cli_args *a);
+static int cmd_start(cli_args *a);
+static int cmd_control(cli_args *a);
+static int cmd_restart(cli_args *a);
+static int cmd_status(cli_args *a);
+static int cmd_check(cli_args *a);
+static int cmd_munin(cli_args *a);
 static int cmd_install(cli_args *a);
 static int cmd_register(cli_args *a);
 static int cmd_unregister(cli_args *a);
@@ -50,6 +59,17 @@ static int cmd_test(cli_args *a);
 static const cli_command commands[] = {
 	{"run", cmd_run, "run [--once] CONFIG", "consume in the foreground until SIGTERM/SIGINT;"
 	 " --once: until no batch is ready", 1, "--once"},
+	{"start", cmd_start, "start CONFIG", "start as a daemon (pid file locked; refuses if already running)", 1, ""},
+	{"stop", cmd_control, "stop CONFIG", "stop after the current batch commits; waits up to shutdown_timeout", 1, ""},
+	{"kill", cmd_control, "kill CONFIG", "stop at once: the open batch is rolled back and comes again", 1, ""},
+	{"restart", cmd_restart, "restart CONFIG", "stop, then start", 1, ""},
+	{"reload", cmd_control, "reload CONFIG", "re-read config and script between batches (SIGHUP); reopen the log", 1, ""},
+	{"logmore", cmd_control, "logmore CONFIG", "log one level more verbosely (SIGUSR1)", 1, ""},
+	{"logless", cmd_control, "logless CONFIG", "log one level less verbosely (SIGUSR2)", 1, ""},
+	{"status", cmd_status, "status [--json] CONFIG", "process and PgQ state; exit 0 running, 3 not running", 1, "--json"},
+	{"check", cmd_check, "check CONFIG [OPTIONS]",
+	 "Nagios/Icinga plugin (-w/-c SECS, --failed-warn/--failed-crit N, -t SECS); exit 0..3", 1, "*"},
+	{"munin", cmd_munin, "munin CONFIG [config|autoconf]", "munin plugin: lag, last seen, pending, failed", 1, "*"},
 	{"install", cmd_install, "install CONFIG", "create the queue if missing, register the consumer,"
 	 " create schema pgqlua", 1, ""},
 	{"register", cmd_register, "register CONFIG", "register the consumer on its queue", 1, ""},
@@ -69,9 +89,11 @@ static void print_usage(FILE *out)
 	for (int i = 0; i < N_COMMANDS; i++)
 		fprintf(out, "  pgqlua %-44s %s\n", commands[i].usage, commands[i].help);
 	fprintf(out, "\n  pgqlua --help | --version\n\n"
-	             "Exit codes: 0 ok, 1 some event ids not found, 64 usage, 65 script error,\n"
-	             "66 config file unreadable, 69 database unavailable, 70 internal error,\n"
-	             "73 pid file, 75 batch rolled back (run --once), 78 config invalid.\n");
+	             "Exit codes: 0 ok, 1 some event ids not found, 2 already running, 3 not running,\n"
+	             "64 usage, 65 script error,"
+	             " 66 config file unreadable, 69 database unavailable,\n70 internal error,"
+	             " 73 pid file, 75 batch rolled back or stop timed out, 78 config invalid.\n"
+	             "check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -80,22 +102,6 @@ static int usage_error(const char *fmt, const char *arg)
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, " (see pgqlua --help)\n");
 	return EXIT_USAGE;
-}
-
-static int exit_for(pgqlua_status st)
-{
-	switch (st) {
-	case PGQLUA_OK:
-	case PGQLUA_NO_BATCH:
-	case PGQLUA_STOPPED: return EXIT_OK_;
-	case PGQLUA_BATCH_ABORTED: return EXIT_TEMPFAIL;
-	case PGQLUA_ERR_USAGE: return EXIT_USAGE;
-	case PGQLUA_ERR_CONFIG: return EXIT_CONFIG;
-	case PGQLUA_ERR_SCRIPT: return EXIT_SCRIPT;
-	case PGQLUA_ERR_DB: return EXIT_DB;
-	case PGQLUA_ERR_INTERNAL: return EXIT_INTERNAL;
-	}
-	return EXIT_INTERNAL;
 }
 
 /* Load the config for commands that do not run the script. */
@@ -134,37 +140,73 @@ static int connect_config(const config *cfg, pgconn **out)
 
 static int cmd_run(cli_args *a)
 {
-	char err[1024];
-	pgqlua_consumer *c;
-	pgqlua_status st;
-	const config *cfg;
-	config *loaded;
-	int rc;
-
 	if (a->npos > 0)
 		return usage_error("run: unexpected argument \"%s\"", a->pos[0]);
-	if ((rc = load_config(a->config, &loaded)) != 0)
+	return service_run(a->config, a->once, 0);
+}
+
+static int cmd_start(cli_args *a)
+{
+	if (a->npos > 0)
+		return usage_error("start: unexpected argument \"%s\"", a->pos[0]);
+	return service_run(a->config, 0, 1);
+}
+
+static int cmd_control(cli_args *a)
+{
+	if (a->npos > 0)
+		return usage_error("unexpected argument \"%s\"", a->pos[0]);
+	return service_signal(a->config, a->command);
+}
+
+static int cmd_restart(cli_args *a)
+{
+	int rc;
+	if (a->npos > 0)
+		return usage_error("restart: unexpected argument \"%s\"", a->pos[0]);
+	rc = service_signal(a->config, "stop");
+	return rc != EXIT_OK_ ? rc : service_run(a->config, 0, 1);
+}
+
+static int cmd_status(cli_args *a)
+{
+	if (a->npos > 0)
+		return usage_error("status: unexpected argument \"%s\"", a->pos[0]);
+	return service_status(a->config, a->json);
+}
+
+static int cmd_check(cli_args *a)
+{
+	config *cfg;
+	char err[1024];
+	int rc;
+	if (!a->config) {
+		printf("PGQLUA UNKNOWN - usage: pgqlua check CONFIG [-w SECS] [-c SECS] [--failed-warn N] [--failed-crit N] [-t SECS]\n");
+		return 3;
+	}
+	if (config_load(a->config, &cfg, err, sizeof(err)) != CONFIG_OK) {
+		printf("PGQLUA UNKNOWN - %s\n", err);
+		return 3;
+	}
+	rc = monitor_check(cfg, a->npos, a->pos);
+	config_free(cfg);
+	return rc;
+}
+
+static int cmd_munin(cli_args *a)
+{
+	config *cfg;
+	int rc;
+	if (!a->config)
+		a->config = getenv("PGQLUA_CONFIG");
+	if (!a->config)
+		return usage_error("munin: no CONFIG file given (or set env.PGQLUA_CONFIG)%s", "");
+	if (a->npos > 1)
+		return usage_error("munin: unexpected argument \"%s\"", a->pos[1]);
+	if ((rc = load_config(a->config, &cfg)) != 0)
 		return rc;
-	st = consumer_open_config(loaded, &c, err, sizeof(err));
-	if (st != PGQLUA_OK) {
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return exit_for(st);
-	}
-	cfg = consumer_config(c);
-	if (cfg->pidfile && daemon_write_pidfile(cfg->pidfile, err, sizeof(err)) != 0) {
-		fprintf(stderr, "pgqlua: %s\n", err);
-		pgqlua_close(c);
-		return EXIT_CANTCREAT;
-	}
-	daemon_install_signals(c);
-	st = pgqlua_run(c, a->once);
-	daemon_reset_signals();
-	cfg = consumer_config(c);   /* a reload may have replaced it */
-	rc = exit_for(st);
-	if (st == PGQLUA_ERR_DB && pgqlua_last_error(c)[0])
-		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(c));
-	daemon_remove_pidfile(cfg->pidfile);
-	pgqlua_close(c);
+	rc = monitor_munin(cfg, a->npos ? a->pos[0] : NULL);
+	config_free(cfg);
 	return rc;
 }
 
@@ -367,7 +409,9 @@ int cli_main(int argc, char **argv)
 		first = 3;
 	}
 	if (strcmp(cmd->options, "*") == 0) {
-		/* the command parses its own arguments */
+		/* the command parses its own arguments (after CONFIG, if it takes one) */
+		if (cmd->needs_config && first < argc && argv[first][0] != '-')
+			a.config = argv[first++];
 		for (int i = first; i < argc && a.npos < MAX_ARGS; i++)
 			a.pos[a.npos++] = argv[i];
 		return cmd->run(&a);
@@ -383,6 +427,8 @@ int cli_main(int argc, char **argv)
 				return usage_error("unknown option \"%s\"", arg);
 			if (strcmp(arg, "--once") == 0)
 				a.once = 1;
+			if (strcmp(arg, "--json") == 0)
+				a.json = 1;
 			continue;
 		}
 		if (cmd->needs_config && !config_seen) {

@@ -9,6 +9,8 @@
 enum cli_exit {
 	EXIT_OK_ = 0,
 	EXIT_PARTIAL = 1,       /* some of the given event ids were not found */
+	EXIT_RUNNING = 2,       /* start/run: the consumer is already running */
+	EXIT_NOT_RUNNING = 3,   /* status, reload, logmore, logless: not running (LSB) */
 	EXIT_USAGE = 64,        /* bad command line */
 	EXIT_SCRIPT = 65,       /* the script does not load, lacks process_event, init fails */
 	EXIT_NOINPUT = 66,      /* the config file cannot be read */

@@ -22,7 +22,8 @@ typedef enum cfg_type {
 	CFG_INT,
 	CFG_SECONDS,   /* a non-negative number */
 	CFG_BYTES,     /* a non-negative integer, with optional kB/MB/GB */
-	CFG_LEVEL
+	CFG_LEVEL,
+	CFG_BOOL
 } cfg_type;
 
 typedef struct cfg_key {
@@ -55,6 +56,8 @@ static const cfg_key cfg_keys[] = {
 	{"pidfile", CFG_PATH, OFF(pidfile), NULL, 0, 1, "pid file, relative to this file"},
 	{"logfile", CFG_PATH, OFF(logfile), NULL, 0, 0, "log file, relative to this file (unset: stderr)"},
 	{"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 0, "error, warn, info, debug or trace"},
+	{"log_syslog", CFG_BOOL, OFF(log_syslog), "false", 0, 0, "log to syslog (facility daemon) instead of stderr or logfile"},
+	{"shutdown_timeout", CFG_SECONDS, OFF(shutdown_timeout), "60", 0, 0, "seconds `pgqlua stop` waits for the current batch to finish"},
 };
 
 #define N_KEYS ((int)(sizeof(cfg_keys) / sizeof(cfg_keys[0])))
@@ -73,6 +76,7 @@ static const char *type_name(cfg_type t)
 	case CFG_SECONDS: return "a number of seconds";
 	case CFG_BYTES: return "a size in bytes";
 	case CFG_LEVEL: return "a log level";
+	case CFG_BOOL: return "true or false";
 	}
 	return "?";
 }
@@ -232,6 +236,16 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		snprintf(err, errlen, "%s must be a size like 64MB, not \"%s\"", k->name, v);
 		return -1;
 	}
+	case CFG_BOOL:
+		if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0)
+			*(int *)field = 1;
+		else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0)
+			*(int *)field = 0;
+		else {
+			snprintf(err, errlen, "%s must be true or false, not \"%s\"", k->name, v);
+			return -1;
+		}
+		return 0;
 	case CFG_LEVEL: {
 		int lvl = log_level_parse(v);
 		if (lvl < 0) {

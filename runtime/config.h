@@ -19,6 +19,8 @@ typedef struct config {
 	char *pidfile;
 	char *logfile;
 	int log_level;
+	int log_syslog;          /* log to syslog instead of stderr/logfile */
+	double shutdown_timeout; /* seconds `pgqlua stop` waits */
 
 	double loop_delay;
 	double retry_delay;

@@ -48,6 +48,9 @@ struct pgqlua_consumer {
 	int polled;                /* a next_batch call has succeeded once */
 	char last_error[1024];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
+	int syslog_fallback;        /* no logfile configured: syslog, not stderr */
+	consumer_notify_fn notify;
+	void *notify_arg;
 	atomic_int stop_requests;   /* set from signal handlers or threads */
 	atomic_int reload_requested;
 };
@@ -87,6 +90,26 @@ const char *pgqlua_status_str(pgqlua_status st)
 	return "unknown status";
 }
 
+static void apply_logging(pgqlua_consumer *c, const config *cfg);
+
+void consumer_log_to_syslog_by_default(pgqlua_consumer *c)
+{
+	c->syslog_fallback = 1;
+	apply_logging(c, c->cfg);
+}
+
+void consumer_set_notify(pgqlua_consumer *c, consumer_notify_fn fn, void *arg)
+{
+	c->notify = fn;
+	c->notify_arg = arg;
+}
+
+static void note(pgqlua_consumer *c, consumer_note what, const char *msg)
+{
+	if (c->notify)
+		c->notify(c->notify_arg, what, msg);
+}
+
 const char *pgqlua_last_error(const pgqlua_consumer *c)
 {
 	return c->last_error;
@@ -97,11 +120,14 @@ const config *consumer_config(const pgqlua_consumer *c)
 	return c->cfg;
 }
 
-static void apply_logging(const config *cfg)
+static void apply_logging(pgqlua_consumer *c, const config *cfg)
 {
 	log_set_level((log_level)cfg->log_level);
 	log_set_consumer(cfg->consumer_name);
-	if (cfg->logfile && log_open_file(cfg->logfile) != 0)
+	log_use_syslog(cfg->log_syslog || (c->syslog_fallback && !cfg->logfile) ? "pgqlua" : NULL);
+	if (!cfg->logfile)
+		log_open_file(NULL);
+	else if (log_open_file(cfg->logfile) != 0)
 		log_error("cannot open logfile %s: %s; logging to stderr", cfg->logfile, strerror(errno));
 }
 
@@ -137,7 +163,7 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		snprintf(err, errlen, "out of memory");
 		return PGQLUA_ERR_INTERNAL;
 	}
-	apply_logging(cfg);
+	apply_logging(c, cfg);
 	c->script = lb_script_load(cfg, &c->db, err, errlen);
 	if (!c->script) {
 		pgqlua_close(c);
@@ -224,9 +250,12 @@ static double next_backoff(pgqlua_consumer *c)
 static void log_stats(pgqlua_consumer *c, const char *what)
 {
 	consumer_stats *s = &c->stats, *o = &c->stats_logged;
-	log_info("%s: events=%lld batches=%lld retries=%lld failed=%lld errors=%lld aborts=%lld lag=%.1fs",
-	         what, s->events - o->events, s->batches - o->batches, s->retries - o->retries,
+	char line[256];
+	snprintf(line, sizeof(line), "events=%lld batches=%lld retries=%lld failed=%lld errors=%lld aborts=%lld lag=%.1fs",
+	         s->events - o->events, s->batches - o->batches, s->retries - o->retries,
 	         s->failed - o->failed, s->errors - o->errors, s->aborts - o->aborts, s->lag);
+	log_info("%s: %s", what, line);
+	note(c, NOTE_STATS, line);
 	*o = *s;
 }
 
@@ -417,6 +446,8 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 				st = consumer_abort_batch(c, "immediate stop");
 				goto out;
 			}
+			if ((i & 63) == 0)
+				note(c, NOTE_TICK, NULL);
 			step = consumer_handle_event(c, res, i);
 			if (step == STEP_ABORT) {
 				char why[128];
@@ -507,8 +538,10 @@ static void consumer_reload(pgqlua_consumer *c)
 
 	c->reload_requested = 0;
 	log_info("reload requested: reading %s", c->cfg->path);
+	note(c, NOTE_RELOADING, NULL);
 	if (config_load(c->cfg->path, &ncfg, err, sizeof(err)) != CONFIG_OK) {
 		log_error("reload failed, keeping the old configuration and script: %s", err);
+		note(c, NOTE_RELOAD_FAILED, err);
 		return;
 	}
 	config_diff_restart_only(c->cfg, ncfg, diff, sizeof(diff));
@@ -524,33 +557,40 @@ static void consumer_reload(pgqlua_consumer *c)
 	if (!ns) {
 		log_error("reload failed, keeping the old configuration and script: %s", err);
 		config_free(ncfg);
+		note(c, NOTE_RELOAD_FAILED, err);
 		return;
 	}
 	lb_script_free(c->script);
 	config_free(c->cfg);
 	c->script = ns;
 	c->cfg = ncfg;
-	apply_logging(ncfg);
+	apply_logging(c, ncfg);
 	log_info("reloaded: script %s", ncfg->script);
+	note(c, NOTE_RELOADED, ncfg->script);
 }
 
 pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 {
 	pgqlua_status st = PGQLUA_OK;
 
-	if (consumer_connect(c) != 0)
+	if (consumer_connect(c) != 0) {
+		note(c, NOTE_START_FAILED, c->last_error);
 		return PGQLUA_ERR_DB;
+	}
 	{
 		char err[1024];
 		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err,
 		                         sizeof(err)) != PGQ_DONE) {
 			snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+			note(c, NOTE_START_FAILED, c->last_error);
 			return PGQLUA_ERR_DB;
 		}
 	}
+	note(c, NOTE_READY, NULL);
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
 	         c->cfg->queue_name, c->cfg->script);
 	while (!c->stop_requests) {
+		note(c, NOTE_TICK, NULL);
 		if (c->reload_requested)
 			consumer_reload(c);
 		maybe_log_stats(c);
@@ -573,6 +613,7 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 		} else
 			break;
 	}
+	note(c, NOTE_STOPPING, NULL);
 	if (c->stop_requests && (st == PGQLUA_OK || st == PGQLUA_NO_BATCH || st == PGQLUA_BATCH_ABORTED ||
 	                         st == PGQLUA_ERR_DB))
 		st = PGQLUA_STOPPED;

@@ -9,6 +9,25 @@
 #include "pgqlua.h"
 #include "config.h"
 
+/* What the loop tells the program around it (pid/state file, sd_notify). */
+typedef enum consumer_note {
+	NOTE_READY,          /* connected, consumer registered: consuming */
+	NOTE_START_FAILED,   /* msg: why it could not start */
+	NOTE_RELOADING,
+	NOTE_RELOADED,       /* msg: the script now running */
+	NOTE_RELOAD_FAILED,  /* msg: why; the old config and script go on */
+	NOTE_STATS,          /* msg: a short summary of the last period */
+	NOTE_TICK,           /* between events and batches (watchdogs) */
+	NOTE_STOPPING
+} consumer_note;
+
+typedef void (*consumer_notify_fn)(void *arg, consumer_note what, const char *msg);
+
+void consumer_set_notify(pgqlua_consumer *c, consumer_notify_fn fn, void *arg);
+
+/* A daemon has no stderr: without a logfile, log to syslog. */
+void consumer_log_to_syslog_by_default(pgqlua_consumer *c);
+
 /* The consumer's config (for the CLI's register/failed commands). */
 const config *consumer_config(const pgqlua_consumer *c);
 

@@ -1,18 +1,26 @@
 /*
- * daemon.c - signals and the pid file (see daemon.h).  Handlers do nothing
- * but call pgqlua_request_stop / pgqlua_request_reload, which set flags and
- * write to the consumer's wake pipe.
+ * daemon.c - signals, the locked pid file, daemonizing and sd_notify (see
+ * daemon.h).  Signal handlers only call the consumer's async-signal-safe
+ * requests or change the log level.
  */
 #include "daemon.h"
+#include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static pgqlua_consumer *signal_consumer;
+static volatile sig_atomic_t level_changed;
 
 static void on_stop(int sig)
 {
@@ -21,11 +29,33 @@ static void on_stop(int sig)
 		pgqlua_request_stop(signal_consumer);
 }
 
+static void on_quit(int sig)
+{
+	(void)sig;
+	if (signal_consumer) {
+		pgqlua_request_stop(signal_consumer);
+		pgqlua_request_stop(signal_consumer);
+	}
+}
+
 static void on_reload(int sig)
 {
 	(void)sig;
 	if (signal_consumer)
 		pgqlua_request_reload(signal_consumer);
+}
+
+static void on_level(int sig)
+{
+	log_level_step(sig == SIGUSR1 ? 1 : -1);
+	level_changed = 1;
+}
+
+int daemon_take_level_change(void)
+{
+	int v = level_changed;
+	level_changed = 0;
+	return v;
 }
 
 void daemon_install_signals(pgqlua_consumer *c)
@@ -38,42 +68,158 @@ void daemon_install_signals(pgqlua_consumer *c)
 	sa.sa_handler = on_stop;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_quit;
+	sigaction(SIGQUIT, &sa, NULL);
 	sa.sa_handler = on_reload;
 	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_level;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
 void daemon_reset_signals(void)
 {
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
+	int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], SIG_DFL);
 	signal_consumer = NULL;
 }
 
-int daemon_write_pidfile(const char *path, char *err, size_t errlen)
+static pid_t read_pid(int fd)
 {
-	char tmp[4096];
-	FILE *f;
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-	f = fopen(tmp, "w");
-	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
-		snprintf(err, errlen, "%s: cannot write pid file: %s", path, strerror(errno));
-		if (f)
-			unlink(tmp);
-		return -1;
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (pid_t)atol(buf);
+}
+
+daemon_lock daemon_pidfile_lock(const char *path, int *fd, pid_t *other, char *err, size_t errlen)
+{
+	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	*fd = -1;
+	*other = 0;
+	if (f < 0) {
+		snprintf(err, errlen, "%s: cannot open pid file: %s", path, strerror(errno));
+		return DAEMON_LOCK_ERROR;
 	}
-	if (rename(tmp, path) != 0) {
-		snprintf(err, errlen, "%s: cannot write pid file: %s", path, strerror(errno));
-		unlink(tmp);
+	if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			*other = read_pid(f);
+			close(f);
+			return DAEMON_RUNNING;
+		}
+		snprintf(err, errlen, "%s: cannot lock pid file: %s", path, strerror(errno));
+		close(f);
+		return DAEMON_LOCK_ERROR;
+	}
+	*fd = f;
+	return DAEMON_LOCKED;
+}
+
+int daemon_pidfile_write(int fd, char *err, size_t errlen)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	/* one small write after truncating: readers see all of it or nothing */
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		snprintf(err, errlen, "cannot write pid file: %s", strerror(errno));
 		return -1;
 	}
 	return 0;
 }
 
-void daemon_remove_pidfile(const char *path)
+void daemon_pidfile_remove(const char *path, int fd)
 {
-	if (path)
-		unlink(path);
+	if (fd < 0)
+		return;
+	unlink(path);   /* while still locked: no one else can own it yet */
+	close(fd);
+}
+
+int daemon_pidfile_running(const char *path, pid_t *pid)
+{
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	int running = 0;
+	*pid = 0;
+	if (f < 0)
+		return 0;
+	if (flock(f, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+		running = 1;
+		*pid = read_pid(f);
+	}
+	close(f);
+	return running;
+}
+
+int daemon_detach(char *err, size_t errlen)
+{
+	pid_t pid;
+	int null;
+
+	if (setsid() < 0)
+		goto fail;
+	pid = fork();
+	if (pid < 0)
+		goto fail;
+	if (pid > 0)
+		_exit(0);
+	umask(022);
+	null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot daemonize: %s", strerror(errno));
+	return -1;
+}
+
+void daemon_notify(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa;
+	size_t len;
+	int fd;
+
+	if (!path || !*path || (path[0] != '/' && path[0] != '@'))
+		return;
+	len = strlen(path);
+	if (len >= sizeof(sa.sun_path))
+		return;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, len);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';   /* abstract namespace */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	(void)sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+	close(fd);
+}
+
+void daemon_watchdog(void)
+{
+	static double last;
+	const char *usec = getenv("WATCHDOG_USEC");
+	struct timespec ts;
+	double now, period;
+
+	if (!usec || (period = atof(usec) / 1e6) <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (now - last >= period / 2) {
+		daemon_notify("WATCHDOG=1");
+		last = now;
+	}
 }

@@ -1,19 +1,46 @@
 /*
- * daemon.h - process-level plumbing for the pgqlua program: signal
- * handlers that only forward to the consumer's async-safe requests, and
- * the pid file.  Called by cli.c.
+ * daemon.h - process-level plumbing for the pgqlua program: signal handlers
+ * that only forward to the consumer's async-safe requests, the locked pid
+ * file, daemonizing, and the systemd notification protocol.  Called by
+ * service.c and cli.c.
  */
 #ifndef PGQLUA_DAEMON_H
 #define PGQLUA_DAEMON_H
 
 #include "pgqlua.h"
+#include <stddef.h>
+#include <sys/types.h>
 
-/* SIGTERM/SIGINT: stop (a second one: stop at once); SIGHUP: reload. */
+/* SIGTERM/SIGINT: stop after the batch (a second one: at once); SIGQUIT: at
+ * once; SIGHUP: reload; SIGUSR1/SIGUSR2: log level up/down. */
 void daemon_install_signals(pgqlua_consumer *c);
 void daemon_reset_signals(void);
+/* Non-zero once since the last call if SIGUSR1/2 changed the log level. */
+int daemon_take_level_change(void);
 
-/* Write our pid to path (atomically: temp file + rename); 0 or -1 with err. */
-int daemon_write_pidfile(const char *path, char *err, size_t errlen);
-void daemon_remove_pidfile(const char *path);
+typedef enum daemon_lock {
+	DAEMON_LOCKED = 0,   /* the pid file is ours */
+	DAEMON_RUNNING,      /* another live process holds it; *other is its pid */
+	DAEMON_LOCK_ERROR
+} daemon_lock;
+
+/* Lock the pid file (creating it; a stale one from a dead process is taken
+ * over).  On DAEMON_LOCKED *fd holds the lock until exit. */
+daemon_lock daemon_pidfile_lock(const char *path, int *fd, pid_t *other, char *err, size_t errlen);
+/* Write our pid into the locked file (after the last fork). */
+int daemon_pidfile_write(int fd, char *err, size_t errlen);
+void daemon_pidfile_remove(const char *path, int fd);
+/* Is a live process holding the pid file?  1 yes (*pid set), 0 no. */
+int daemon_pidfile_running(const char *path, pid_t *pid);
+
+/* In a child of the original process: setsid, fork again, stdio to
+ * /dev/null.  Returns 0 in the daemon only (the middle process exits). */
+int daemon_detach(char *err, size_t errlen);
+
+/* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET.  A no-op
+ * when the variable is unset. */
+void daemon_notify(const char *state);
+/* WATCHDOG=1 when $WATCHDOG_USEC is set and half of it has passed. */
+void daemon_watchdog(void);
 
 #endif

@@ -8,15 +8,52 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
-log_level log_current_level = LOG_LVL_INFO;
+volatile log_level log_current_level = LOG_LVL_INFO;
 
 static FILE *log_file;          /* NULL: stderr */
 static char log_consumer[128];
 static long long log_batch;
+static int log_syslog_on;
+static int log_journal = -1;    /* stderr is the journal: "<N>" prefixes; -1 unknown */
+
+static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG};
+
+/* JOURNAL_STREAM=dev:ino names stderr when systemd connected it. */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_use_syslog(const char *ident)
+{
+	if (log_syslog_on)
+		closelog();
+	log_syslog_on = ident != NULL;
+	if (ident)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void log_level_step(int delta)
+{
+	int lvl = (int)log_current_level + delta;
+	if (lvl < LOG_LVL_ERROR)
+		lvl = LOG_LVL_ERROR;
+	if (lvl > LOG_LVL_MAX)
+		lvl = LOG_LVL_MAX;
+	log_current_level = (log_level)lvl;
+}
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
 
@@ -83,13 +120,22 @@ void log_vwrite(log_level lvl, const char *fmt, va_list ap)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
 
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
 	if (log_consumer[0] && log_batch)
 		snprintf(ctx, sizeof(ctx), " consumer=%s batch=%lld", log_consumer, log_batch);
 	else if (log_consumer[0])
 		snprintf(ctx, sizeof(ctx), " consumer=%s", log_consumer);
+	if (log_syslog_on) {
+		syslog(syslog_prio[lvl], "%s%s %s", level_names[lvl], ctx, msg);
+		errno = saved_errno;
+		return;
+	}
+	if (log_journal < 0)
+		log_journal = stderr_is_journal();
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
+	if (!log_file && log_journal)
+		fprintf(out, "<%d>", syslog_prio[lvl]);
 	fprintf(out, "%s.%03d UTC [%d] %s%s %s\n", stamp, (int)(tv.tv_usec / 1000),
 	        (int)getpid(), level_names[lvl], ctx, msg);
 	fflush(out);

@@ -18,7 +18,7 @@ typedef enum log_level {
 
 #define LOG_LVL_MAX LOG_LVL_TRACE
 
-extern log_level log_current_level;
+extern volatile log_level log_current_level;
 
 /* Parse "error", "warn", "warning", "info", "debug", "trace"; -1 if unknown. */
 int log_level_parse(const char *name);
@@ -27,6 +27,12 @@ const char *log_level_name(log_level lvl);
 void log_set_level(log_level lvl);
 /* Open (or reopen) a log file; NULL means stderr.  Returns 0 or -1 (errno). */
 int log_open_file(const char *path);
+
+/* Log to syslog (facility daemon) with this ident, or stop doing so (NULL). */
+void log_use_syslog(const char *ident);
+
+/* One level more (+1) or less (-1) verbose, within bounds; async-signal-safe. */
+void log_level_step(int delta);
 void log_set_consumer(const char *name);
 void log_set_batch(long long batch_id);   /* 0 clears */
 

@@ -1,0 +1,32 @@
+/*
+ * monitor.h - what PgQ and the failed-event table say about one consumer,
+ * for `pgqlua status`, the Nagios plugin `pgqlua check` and `pgqlua munin`.
+ * Called by cli.c.
+ */
+#ifndef PGQLUA_MONITOR_H
+#define PGQLUA_MONITOR_H
+
+#include "config.h"
+#include <stdio.h>
+
+typedef struct monitor_info {
+	int registered;       /* 0: the consumer is not registered on the queue */
+	double lag;           /* seconds since the last tick the consumer finished */
+	double last_seen;     /* seconds since it last took a batch */
+	long long pending;    /* events after its position (a sequence difference) */
+	long long failed;     /* rows in pgqlua.failed_event; -1 if the table is missing */
+	long long last_tick;
+	long long current_batch; /* 0: none open */
+} monitor_info;
+
+/* Connect and read the consumer's figures.  0, or -1 with err (database
+ * unreachable: *unreachable is set). */
+int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *err, size_t errlen);
+
+/* pgqlua check ARGS: the Nagios plugin; returns 0..3. */
+int monitor_check(const config *cfg, int argc, const char *const *argv);
+
+/* pgqlua munin [config|autoconf]: the munin plugin protocol. */
+int monitor_munin(const config *cfg, const char *mode);
+
+#endif
