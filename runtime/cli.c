@@ -197,8 +197,15 @@ static int cmd_munin(cli_args *a)
 {
 	config *cfg;
 	int rc;
-	if (!a->config)
+	if (getenv("PGQLUA_CONFIG") && (!a->config || !strcmp(a->config, "config") || !strcmp(a->config, "autoconf"))) {
+		/* munin runs plugins without arguments: CONFIG from plugin-conf.d */
+		if (a->config && a->npos < MAX_ARGS) {
+			memmove(a->pos + 1, a->pos, sizeof(a->pos[0]) * (size_t)a->npos);
+			a->pos[0] = a->config;
+			a->npos++;
+		}
 		a->config = getenv("PGQLUA_CONFIG");
+	}
 	if (!a->config)
 		return usage_error("munin: no CONFIG file given (or set env.PGQLUA_CONFIG)%s", "");
 	if (a->npos > 1)

@@ -120,23 +120,25 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 		       cfg->queue_name);
 		return 2;
 	}
-#define RAISE(level, ...)                                                                       \
-	do {                                                                                    \
-		if ((level) >= st) {                                                            \
-			st = (level);                                                           \
-			snprintf(why, sizeof(why), __VA_ARGS__);                                \
-		}                                                                               \
-	} while (0)
-	if (m.lag >= warn)
-		RAISE(m.lag >= crit ? 2 : 1, "lag %.0fs", m.lag);
-	if (m.last_seen >= warn)
-		RAISE(m.last_seen >= crit ? 2 : 1, "not consuming: last batch %.0fs ago (a stopped consumer blocks PgQ's table rotation)",
-		      m.last_seen);
-	if (fwarn > 0 && m.failed >= fwarn)
-		RAISE(fcrit > 0 && m.failed >= fcrit ? 2 : 1, "%lld failed events", m.failed);
-	else if (fcrit > 0 && m.failed >= fcrit)
-		RAISE(2, "%lld failed events", m.failed);
-#undef RAISE
+	{
+		int lag_st = m.lag >= crit ? 2 : m.lag >= warn ? 1 : 0;
+		int seen_st = m.last_seen >= crit ? 2 : m.last_seen >= warn ? 1 : 0;
+		int fail_st = fcrit > 0 && m.failed >= fcrit ? 2 : fwarn > 0 && m.failed >= fwarn ? 1 : 0;
+		size_t n = 0;
+		st = lag_st > seen_st ? lag_st : seen_st;
+		/* a stopped consumer makes both grow: say what it means */
+		if (seen_st)
+			n += (size_t)snprintf(why + n, sizeof(why) - n,
+			                      "not consuming: last batch %.0fs ago (a stopped consumer blocks PgQ's table rotation)",
+			                      m.last_seen);
+		else if (lag_st)
+			n += (size_t)snprintf(why + n, sizeof(why) - n, "lag %.0fs", m.lag);
+		if (fail_st) {
+			snprintf(why + n, sizeof(why) - n, "%s%lld failed events", n ? "; " : "", m.failed);
+			if (fail_st > st)
+				st = fail_st;
+		}
+	}
 	printf("PGQLUA %s - consumer %s on queue %s: %s%slag %.1fs, last seen %.1fs ago, %lld pending, %lld failed"
 	       "|lag=%.3fs;%g;%g last_seen=%.3fs;%g;%g pending=%lld failed=%lld;%g;%g\n",
 	       names[st], cfg->consumer_name, cfg->queue_name, why, why[0] ? "; " : "", m.lag, m.last_seen,
