@@ -27,9 +27,11 @@ local function make_load(raw_load, default_env)
 end
 
 --- A `require` searcher for Lua files that loads text chunks only (the
--- stock one also loads precompiled bytecode).  The host lends loadfile.
-function M.text_searcher(package)
-  local host = require "pgqlua.host"
+-- stock one also loads precompiled bytecode).  The host lends loadfile;
+-- the mock runner passes its own host, the runtime none (then it is
+-- `require "pgqlua.host"`).
+function M.text_searcher(package, host)
+  host = host or require "pgqlua.host"
   return function(name)
     local path, err = package.searchpath(name, package.path)
     if not path then return err end
@@ -59,6 +61,80 @@ function M.apply(G)
   for _, name in ipairs(unsafe_modules) do package.loaded[name] = nil end
   package.loaded.os = os_lib
   return G
+end
+
+--- A `require` for an environment table, as Lua 5.4's own but over the
+-- given package table (loaded, preload, searchers).  Messages are the
+-- stock ones: "module 'x' not found:" and the searchers' lists.
+function M.make_require(package)
+  return function(name)
+    if type(name) ~= "string" and type(name) ~= "number" then
+      error(string.format("bad argument #1 to 'require' (string expected, got %s)",
+        name == nil and "no value" or type(name)), 2)
+    end
+    name = tostring(name)
+    local loaded = package.loaded[name]
+    if loaded ~= nil then return loaded end
+    local msg = {}
+    for _, searcher in ipairs(package.searchers) do
+      -- called through pcall, so that a searcher's error(..., 2) blames a
+      -- C function (no position), as under the stock require
+      local ok, loader, extra = pcall(searcher, name)
+      if not ok then error(loader, 0) end
+      if type(loader) == "function" then
+        local value = loader(name, extra)
+        if value ~= nil then
+          package.loaded[name] = value
+        elseif package.loaded[name] == nil then
+          package.loaded[name] = true
+        end
+        return package.loaded[name], extra
+      elseif type(loader) == "string" then
+        msg[#msg + 1] = "\n\t" .. loader
+      end
+    end
+    error(string.format("module '%s' not found:%s", name, table.concat(msg)), 2)
+  end
+end
+
+--- A fresh global table for a script, built from the same lists as apply()
+-- over the libraries of G (the mock runner's own state): the safe globals,
+-- the trimmed os, a text-only load, and a package table of its own with
+-- `path`, the preload and text-only searchers and a require over them.
+-- `host` lends loadfile (it must load into this environment).
+function M.new_env(G, path, host)
+  local env = {}
+  for _, name in ipairs(M.globals) do env[name] = G[name] end
+  env._G = env
+  local os_lib = {}
+  for _, name in ipairs(M.os) do os_lib[name] = G.os[name] end
+  env.os = os_lib
+  env.load = make_load(G.load, env)
+  local package = {
+    path = path,
+    cpath = "",
+    config = G.package.config,
+    searchpath = G.package.searchpath,
+    preload = {},
+    loaded = {},
+  }
+  for _, name in ipairs({ "coroutine", "math", "string", "table", "utf8" }) do
+    package.loaded[name] = G[name]
+  end
+  package.loaded._G = env
+  package.loaded.os = os_lib
+  package.loaded.package = package
+  local function preload_searcher(name)
+    local loader = package.preload[name]
+    if loader == nil then
+      return string.format("no field package.preload['%s']", name)
+    end
+    return loader, ":preload:"
+  end
+  package.searchers = { preload_searcher, M.text_searcher(package, host) }
+  env.package = package
+  env.require = M.make_require(package)
+  return env
 end
 
 return M

@@ -1,0 +1,1051 @@
+--- pgqlua.testing - the mock batch runner: run a consumer script on events
+-- without PostgreSQL, as the runtime would, and see what it did.
+--
+--   local testing = require "pgqlua.testing"
+--   local consumer = testing.load("scripts/audit_rows.lua")
+--   consumer:answer("select price", { { price = 10 } })     -- scripted db:exec answers
+--   local run = consumer:run({ testing.logutriga{ op = "I", table = "public.t", row = { id = 1 } } })
+--   assert.outcome(run[1], "OK")                              -- busted assertions, see below
+--   assert.executed(run[1], "insert into audit", 1, "insert")
+--
+-- The script is loaded exactly as lbridge.c loads it: the sandbox's globals
+-- (pgqlua.sandbox), the same `pgq` table (lua/pgqlua/init.lua), the same
+-- require path (lua/, the script's folder, the system's Lua 5.4 folders;
+-- text chunks only); process_event's results are mapped with the same rules
+-- and the same error texts as event_tramp, and the runtime's rules after the
+-- script (consumer.c) are applied: max_retries, retry_delay, an SQL error
+-- the script swallowed, rollback of a non-OK event's writes.
+--
+-- Differences from the runtime: the script runs in an environment table of
+-- the runner's own Lua state (the string, table, math, ... libraries are
+-- shared with it), `db` is a table rather than a userdata, db:exec answers
+-- from the script's answers (by default no rows and a count of 0), and
+-- lua_memory_limit is not enforced.
+local sandbox = require "pgqlua.sandbox"
+local payload = require "pgqlua.payload"
+local json = require "dkjson"
+
+local M = {}
+
+M.null = payload.null
+M.EVENT_OK, M.EVENT_FAILED, M.EVENT_RETRY, M.ABORT_BATCH = 1, 2, 3, 4
+
+--- The runtime's defaults for what init(config) sees and the rules use.
+M.DEFAULT_CONFIG = {
+  queue_name = "test_queue",
+  consumer_name = "test_consumer",
+  retry_delay = 60,
+  max_retries = 5,
+  fetch_size = 300,
+  loop_delay = 1,
+  event_timeout = 0,
+}
+
+local MSG_MAX = 1023          -- lb_result.msg holds 1023 bytes
+local LOG_MAX = 2047          -- one log message holds 2047 bytes
+local TRACEBACK_MARK = "\nstack traceback:"
+
+-- lua/ of this installation: the folder above this file's pgqlua/
+local function lua_dir()
+  local src = debug.getinfo(1, "S").source
+  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/pgqlua/[^/]*$")
+  return os.getenv("PGQLUA_LUA_DIR") or dir or "lua"
+end
+
+local function fold(s)
+  return (s:gsub("[\r\n]", " "))
+end
+
+local function clip(s, n)
+  if #s > n then return s:sub(1, n) end
+  return s
+end
+
+-- the type name luaL_typeerror uses: __name of the raw metatable, else type()
+local function type_name(v)
+  local mt = debug.getmetatable(v)
+  if type(mt) == "table" and type(rawget(mt, "__name")) == "string" then
+    return rawget(mt, "__name")
+  end
+  return type(v)
+end
+
+local function copy(t, seen)
+  if type(t) ~= "table" or t == M.null then return t end
+  seen = seen or {}
+  if seen[t] then return seen[t] end
+  local c = {}
+  seen[t] = c
+  for k, v in pairs(t) do c[copy(k, seen)] = copy(v, seen) end
+  return setmetatable(c, getmetatable(t))
+end
+
+---------------------------------------------------------------------------
+-- Events
+
+local EVENT_FIELDS = {
+  id = "integer", txid = "integer", retry = "integer", time = "text",
+  type = "text", data = "text", extra1 = "text", extra2 = "text", extra3 = "text", extra4 = "text",
+}
+
+local next_id = 0
+
+--- An event as process_event sees it.  Every field may be given; the rest
+-- default to: id 1, 2, 3... (txid 1000 + id), time now (UTC, PgQ's text
+-- form), retry 0, type "event", data "", extra1..extra4 pgq.null.
+-- Text fields take strings or pgq.null; numbers are turned into strings.
+function M.event(fields)
+  fields = fields or {}
+  if type(fields) ~= "table" then error("testing.event: expected a table of event fields", 2) end
+  local ev = {}
+  for k, v in pairs(fields) do
+    local kind = EVENT_FIELDS[k]
+    if not kind then
+      error(string.format("testing.event: unknown field '%s' (events have id, txid, time, retry,"
+        .. " type, data, extra1..extra4)", tostring(k)), 2)
+    end
+    if kind == "integer" then
+      if math.type(v) ~= "integer" and not (math.type(v) == "float" and v == math.floor(v)) then
+        error(string.format("testing.event: %s must be an integer, not %s", k, tostring(v)), 2)
+      end
+      v = math.tointeger(v)
+    elseif type(v) == "number" then
+      v = tostring(v)
+    elseif type(v) ~= "string" and v ~= M.null then
+      error(string.format("testing.event: %s must be a string or pgq.null, not a %s", k, type(v)), 2)
+    end
+    ev[k] = v
+  end
+  if ev.id == nil then
+    next_id = next_id + 1
+    ev.id = next_id
+  elseif ev.id > next_id then
+    next_id = ev.id
+  end
+  if ev.txid == nil then ev.txid = 1000 + ev.id end
+  if ev.time == nil then ev.time = os.date("!%Y-%m-%d %H:%M:%S+00") end
+  if ev.retry == nil then ev.retry = 0 end
+  if ev.type == nil then ev.type = "event" end
+  if ev.data == nil then ev.data = "" end
+  for i = 1, 4 do
+    if ev["extra" .. i] == nil then ev["extra" .. i] = M.null end
+  end
+  return ev
+end
+
+local OPS = {
+  I = "I", U = "U", D = "D", INSERT = "I", UPDATE = "U", DELETE = "D",
+  insert = "I", update = "U", delete = "D",
+}
+local JSON_OPS = { I = "INSERT", U = "UPDATE", D = "DELETE" }
+
+-- options of the trigger builders, and the event fields they pass on
+local function trigger_args(name, t)
+  if type(t) ~= "table" then error("testing." .. name .. ": expected a table", 3) end
+  local op = OPS[t.op or "I"]
+  if not op then
+    error(string.format("testing.%s: op must be I, U or D (or insert, update, delete), not %s",
+      name, tostring(t.op)), 3)
+  end
+  local tbl = t.table or "public.test"
+  if type(tbl) ~= "string" then error("testing." .. name .. ": table must be a string", 3) end
+  if not tbl:find(".", 1, true) then tbl = "public." .. tbl end
+  local pkey = t.pkey or {}
+  if type(pkey) == "string" then
+    local cols = {}
+    for c in pkey:gmatch("[^,%s]+") do cols[#cols + 1] = c end
+    pkey = cols
+  end
+  local row = t.row or {}
+  if type(row) ~= "table" then error("testing." .. name .. ": row must be a table", 3) end
+  if t.pkey == nil and row.id ~= nil then pkey = { "id" } end
+  -- column order: `columns` if given, else the key columns, then the rest sorted
+  local columns = t.columns
+  if not columns then
+    columns = {}
+    local seen = {}
+    for _, c in ipairs(pkey) do
+      if row[c] ~= nil then columns[#columns + 1] = c; seen[c] = true end
+    end
+    local rest = {}
+    for k in pairs(row) do
+      if type(k) ~= "string" then error("testing." .. name .. ": row keys must be column names", 3) end
+      if not seen[k] then rest[#rest + 1] = k end
+    end
+    table.sort(rest)
+    for _, c in ipairs(rest) do columns[#columns + 1] = c end
+  end
+  local fields = {}
+  for k, v in pairs(t) do
+    if EVENT_FIELDS[k] then
+      fields[k] = v
+    elseif k ~= "op" and k ~= "table" and k ~= "pkey" and k ~= "row" and k ~= "columns" then
+      error(string.format("testing.%s: unknown option '%s' (op, table, pkey, row, columns,"
+        .. " or an event field)", name, tostring(k)), 3)
+    end
+  end
+  return op, tbl, pkey, row, columns, fields
+end
+
+-- PostgreSQL's text form of a value
+local function pg_text(v)
+  if v == true then return "t" elseif v == false then return "f" end
+  return tostring(v)
+end
+
+local function urlencode(s)
+  return (s:gsub("[^%w%-_%.]", function(c)
+    if c == " " then return "+" end
+    return string.format("%%%02x", c:byte())
+  end))
+end
+
+--- A row event as pgq.logutriga makes it: ev.type "I:id" (op, then the
+-- primary key columns), ev.extra1 the schema-qualified table, ev.data the
+-- row urlencoded ("id=1&name=Ann&note": pgq.null is a key without "=").
+--   testing.logutriga{ op = "U", table = "public.customer", pkey = "id",
+--                      row = { id = 1, name = "Ann", note = pgq.null } }
+-- op: I, U or D (default I); table defaults to public.test, a table
+-- without a schema gets public.; pkey: "id" or {"a", "b"} (default "id"
+-- when the row has an id); booleans become t/f as in PostgreSQL; columns:
+-- their order (default: key columns, then the others sorted).  Any event
+-- field (id, retry, time, ...) may be given too.
+function M.logutriga(t)
+  local op, tbl, pkey, row, columns, fields = trigger_args("logutriga", t)
+  local parts = {}
+  for _, c in ipairs(columns) do
+    local v = row[c]
+    if v == M.null then
+      parts[#parts + 1] = urlencode(c)
+    elseif v ~= nil then
+      parts[#parts + 1] = urlencode(c) .. "=" .. urlencode(pg_text(v))
+    end
+  end
+  fields.type = op .. ":" .. table.concat(pkey, ",")
+  fields.data = table.concat(parts, "&")
+  fields.extra1 = tbl
+  return M.event(fields)
+end
+
+--- A row event as pgq.jsontriga makes it: ev.type
+-- {"op":"INSERT","table":["public","t"],"pkey":["id"]}, ev.extra1 the
+-- schema-qualified table, ev.data the row as a JSON object.  Options as for
+-- testing.logutriga.  Like the real trigger, integers are JSON numbers,
+-- booleans true/false, pgq.null null, and floats strings (PostgreSQL sends
+-- numeric and float columns as strings: give "1.50" to be exact).
+function M.jsontriga(t)
+  local op, tbl, pkey, row, columns, fields = trigger_args("jsontriga", t)
+  local parts = {}
+  for _, c in ipairs(columns) do
+    local v = row[c]
+    if v ~= nil then
+      local enc
+      if v == M.null then
+        enc = "null"
+      elseif math.type(v) == "float" then
+        enc = json.encode(tostring(v))
+      else
+        enc = json.encode(v)
+      end
+      parts[#parts + 1] = json.encode(c) .. ":" .. enc
+    end
+  end
+  local schema, name = tbl:match("^([^.]*)%.(.*)$")
+  local keys = {}
+  for i, c in ipairs(pkey) do keys[i] = json.encode(c) end
+  fields.type = string.format('{"op":"%s","table":[%s,%s],"pkey":[%s]}', JSON_OPS[op],
+    json.encode(schema), json.encode(name), table.concat(keys, ","))
+  fields.data = "{" .. table.concat(parts, ",") .. "}"
+  fields.extra1 = tbl
+  return M.event(fields)
+end
+
+---------------------------------------------------------------------------
+-- db:exec answers and SQL records
+
+--- An answer that makes db:exec fail like a server error:
+-- testing.sql_error("23505", 'duplicate key value violates unique constraint "t_pkey"')
+-- raises "db:exec: 23505 duplicate key ..." in the script.
+function M.sql_error(sqlstate, message)
+  if message == nil then sqlstate, message = nil, sqlstate end
+  local text = (sqlstate and sqlstate .. " " or "") .. tostring(message or "error")
+  return { error = text }
+end
+
+--- The text db:exec sends for a parameter (ldb.c param_text), or nil for
+-- SQL NULL; raises the runtime's error for a value it refuses.
+function M.param_text(v, n)
+  local t = type(v)
+  if v == nil or rawequal(v, M.null) then
+    return nil
+  elseif t == "string" then
+    if v:find("\0", 1, true) then
+      error(string.format("db:exec: parameter %d contains a NUL byte", n), 0)
+    end
+    return v
+  elseif t == "number" then
+    if math.type(v) == "integer" then return string.format("%d", v) end
+    if v == math.floor(v) and math.abs(v) < 9.0e15 then return string.format("%.0f", v) end
+    return string.format("%.17g", v)
+  elseif t == "boolean" then
+    return v and "true" or "false"
+  end
+  error(string.format("db:exec: parameter %d is a %s (expected a string, number, boolean, nil or pgq.null)",
+    n, t), 0)
+end
+
+--- The runtime's trace line for a statement, without the "db:exec " head
+-- (ldb.c log_sql): `<sql> [<params as %q, NULL for SQL NULL>]`, one line.
+function M.trace_text(sql, params, n)
+  local parts = {}
+  for i = 1, n or #params do
+    local p = params[i]
+    parts[i] = (p == nil or p == M.null) and "NULL" or string.format("%q", p)
+  end
+  return fold(clip("db:exec " .. sql .. " [" .. table.concat(parts, ", ") .. "]", LOG_MAX)):sub(9)
+end
+
+-- whitespace runs to one space, trimmed: SQL compares by its words
+local function squash(s)
+  return (s:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+end
+
+local function sql_matches(sql, want)
+  if squash(sql) == squash(want) or sql:find(want, 1, true) then return true end
+  local ok, found = pcall(string.find, sql, want)
+  return ok and found ~= nil
+end
+
+local function normalise_answer(a)
+  if type(a) == "function" then return a end
+  if a == nil then return { rows = {}, count = 0 } end
+  if type(a) ~= "table" then error("testing: an answer is a rows table, {rows=, count=}, an error or a function", 3) end
+  if a.rows ~= nil or a.count ~= nil or a.error ~= nil then
+    return { rows = a.rows or {}, count = a.count, error = a.error }
+  end
+  return { rows = a, count = nil }
+end
+
+---------------------------------------------------------------------------
+-- The consumer: a loaded script
+
+local Consumer = {}
+Consumer.__index = Consumer
+
+-- the message handler of lbridge.c docall: message text and traceback
+local function msgh(e)
+  local msg
+  if type(e) == "string" or type(e) == "number" then
+    msg = tostring(e)
+  else
+    local mt = debug.getmetatable(e)
+    local ts = type(mt) == "table" and rawget(mt, "__tostring")
+    local ok, s = false, nil
+    if ts then ok, s = pcall(ts, e) end
+    if ok and type(s) == "string" then
+      msg = s
+    else
+      msg = string.format("(error object is a %s value)", type(e))
+    end
+  end
+  local tb = debug.traceback(msg, 2)
+  -- the frames of the runner itself are no help to the script's author
+  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
+-- the error text the runtime keeps: first part, newlines folded, clipped
+local function error_text(full)
+  local tb = full:find(TRACEBACK_MARK, 1, true)
+  local first = tb and full:sub(1, tb - 1) or full
+  return fold(clip(first, MSG_MAX)), full
+end
+
+-- run f(...) as docall does, with the event_timeout hook; returns
+-- true, results (packed) or false, message, traceback
+function Consumer:_call(f, ...)
+  local timeout = tonumber(self.config.event_timeout) or 0
+  if timeout > 0 then
+    local deadline = os.clock() + timeout
+    local function hook()
+      if os.clock() > deadline then
+        debug.sethook(hook, "", 1)
+        error(string.format("event_timeout exceeded: the script ran for more than %.3g seconds", timeout))
+      end
+    end
+    debug.sethook(hook, "", 10000)
+  end
+  local res = table.pack(xpcall(f, msgh, ...))
+  if timeout > 0 then debug.sethook() end
+  if res[1] then return true, table.pack(table.unpack(res, 2, res.n)) end
+  local msg, tb = error_text(res[2])
+  return false, msg, tb
+end
+
+local function new_host(consumer)
+  local host = { name = "mock" }
+  function host.log(level, message)
+    local where = "?"
+    local info = debug.getinfo(3, "Sl")
+    if info then where = info.short_src .. ":" .. tostring(info.currentline) end
+    local names = { [0] = "error", "warn", "info", "debug" }
+    local entry = { level = names[level] or tostring(level), message = message, where = where }
+    local sink = consumer._logs or consumer.load_logs
+    sink[#sink + 1] = entry
+  end
+  function host.loadfile(path)
+    return loadfile(path, "t", consumer.env)
+  end
+  return host
+end
+
+-- the db handle: a table standing in for the runtime's userdata
+local DB_METHODS = {}
+local DB_MT = {
+  __index = DB_METHODS,
+  __tostring = function(db) return db._state.active and "pgqlua.db (open)" or "pgqlua.db (outside a batch)" end,
+  __metatable = "db",
+  __name = "pgqlua.db",
+}
+
+function DB_METHODS.exec(self, ...)
+  local st = type(self) == "table" and rawget(self, "_state")
+  if not st then
+    error(string.format("bad argument #1 to 'exec' (pgqlua.db expected, got %s)",
+      select("#", self) == 0 and "no value" or type_name(self)), 2)
+  end
+  if not st.active then
+    error("db handle used outside its batch (it is valid only inside process_event and the batch hooks)", 2)
+  end
+  local nargs = select("#", ...)
+  local sql = ...
+  if math.type(sql) then
+    sql = tostring(sql)
+  elseif type(sql) ~= "string" then
+    error(string.format("bad argument #1 to 'exec' (string expected, got %s)",
+      nargs == 0 and "no value" or type_name(sql)), 2)
+  end
+  local values = table.pack(select(2, ...))
+  local params = {}
+  for i = 1, values.n do
+    local ok, text = pcall(M.param_text, values[i], i)
+    if not ok then error(text, 2) end
+    params[i] = text == nil and M.null or text
+  end
+  if st.sql_failed then
+    error(string.format("db:exec: an earlier statement of this event failed (%s); the event's writes will be"
+      .. " rolled back", st.sql_error), 2)
+  end
+  local stmt = { sql = sql, params = params, n = values.n, values = values }
+  st.consumer:_record(stmt)
+  local head = sql:match("^%s*(%a+)")
+  head = head and head:lower()
+  local second = sql:match("^%s*%a+%s+(%a+)")
+  if head == "copy" then
+    stmt.error = "COPY is not supported by db:exec"
+    st.sql_failed, st.sql_error = true, stmt.error
+    error("db:exec: " .. stmt.error, 2)
+  end
+  if head == "commit" or head == "end" or head == "abort" or (head == "rollback" and
+      (second == nil or second:lower() ~= "to")) then
+    stmt.error = "the script ended the batch's transaction"
+    st.sql_failed, st.sql_error = true, stmt.error
+    error("db:exec: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's"
+      .. " transaction", 2)
+  end
+  local rows, count = st.consumer:_answer(sql, values)
+  if rows == nil then
+    stmt.error = count
+    st.sql_failed, st.sql_error = true, count
+    error("db:exec: " .. count, 2)
+  end
+  stmt.rows, stmt.count = rows, count
+  return copy(rows), count
+end
+
+--- Load a consumer script as the runtime does (top level, then init(config)).
+-- opts.config: what init sees and the rules use (merged over
+-- testing.DEFAULT_CONFIG: max_retries, retry_delay, event_timeout, ...);
+-- opts.answers: a list of { match = "sql pattern", rows = {...}, count = n }
+-- or { match = ..., error = "..." } (see Consumer:answer).
+-- Raises the runtime's load error (file:line) if the script does not load.
+function M.load(script, opts)
+  opts = opts or {}
+  if type(script) ~= "string" then error("testing.load: expected the script's path", 2) end
+  local self = setmetatable({ script = script, answers = {}, load_logs = {}, batches = 0 }, Consumer)
+  local config = {}
+  for k, v in pairs(M.DEFAULT_CONFIG) do config[k] = v end
+  for k, v in pairs(opts.config or {}) do config[k] = v end
+  config.script = script
+  self.config = config
+  for _, a in ipairs(opts.answers or {}) do
+    if a.once then
+      self:answer_once(a.match, a)
+    else
+      self:answer(a.match, a)
+    end
+  end
+
+  local ldir = lua_dir()
+  local sdir = script:match("^(.*)/[^/]*$") or "."
+  if sdir == "" then sdir = "/" end
+  local path = table.concat({
+    ldir .. "/?.lua", ldir .. "/?/init.lua", sdir .. "/?.lua", sdir .. "/?/init.lua",
+    "/usr/local/share/lua/5.4/?.lua", "/usr/local/share/lua/5.4/?/init.lua",
+    "/usr/share/lua/5.4/?.lua", "/usr/share/lua/5.4/?/init.lua",
+  }, ";")
+  local host = new_host(self)
+  local env = sandbox.new_env(_G, path, host)
+  self.env = env
+  env.package.preload["pgqlua.host"] = function() return host end
+  -- shared with this state, so that testing.null is the script's pgq.null
+  env.package.loaded["pgqlua.payload"] = payload
+
+  local state = { consumer = self, active = false }
+  self.db = setmetatable({ _state = state }, DB_MT)
+  self._db_state = state
+
+  local ok, err = self:_call(function()
+    env.pgq = env.require("pgqlua")
+    local chunk, lerr = loadfile(script, "t", env)
+    if not chunk then error(lerr, 0) end
+    chunk()
+    for _, name in ipairs({ "process_event", "init", "on_batch_start", "on_batch_end" }) do
+      local f = env[name]
+      if f == nil and name == "process_event" then
+        error(string.format("%s: process_event is not defined (the script must define function"
+          .. " process_event(ev, db))", script), 0)
+      elseif f ~= nil and type(f) ~= "function" then
+        error(string.format("%s: %s must be a function, not a %s", script, name, type(f)), 0)
+      end
+      self[name] = f
+    end
+    if self.init then
+      local c = {}
+      for _, k in ipairs({ "queue_name", "consumer_name", "script", "config_file", "retry_delay",
+                           "max_retries", "fetch_size", "loop_delay" }) do
+        c[k] = config[k]
+      end
+      c.retry_delay = c.retry_delay + 0.0
+      c.loop_delay = c.loop_delay + 0.0
+      self.init(c)
+    end
+  end)
+  if not ok then error(err, 0) end
+  self.pgq = env.pgq
+  return self
+end
+
+--- Answer every db:exec whose SQL matches `match` (the same SQL give or take
+-- whitespace, a plain substring, or a Lua pattern; nil matches any).
+-- `answer` is an array of rows ({ { id = 1 } }), { rows = ..., count = n },
+-- testing.sql_error(...), or function(sql, p1, p2, ...) returning one of
+-- those (or rows, count).  Later answers win over earlier ones.
+function Consumer:answer(match, answer)
+  table.insert(self.answers, 1, { match = match, answer = normalise_answer(answer) })
+  return self
+end
+
+--- As answer, but used for one statement only; one-shot answers are used in
+-- the order they were given, before the standing ones.  With a nil match:
+-- "the next statement, whatever it is" (answers in order).
+function Consumer:answer_once(match, answer)
+  local n = 0
+  for _, a in ipairs(self.answers) do if a.once then n = n + 1 end end
+  table.insert(self.answers, n + 1, { match = match, answer = normalise_answer(answer), once = true })
+  return self
+end
+
+--- Answers in order: consumer:answer_next(a1, a2, ...) answers the next
+-- statements, whatever their SQL, one each.
+function Consumer:answer_next(...)
+  for i = 1, select("#", ...) do self:answer_once(nil, (select(i, ...))) end
+  return self
+end
+
+function Consumer:_answer(sql, values)
+  for i, a in ipairs(self.answers) do
+    if a.match == nil or sql_matches(sql, a.match) then
+      if a.once then table.remove(self.answers, i) end
+      local ans = a.answer
+      if type(ans) == "function" then
+        local rows, count = ans(sql, table.unpack(values, 1, values.n))
+        if type(rows) == "table" and (rows.rows ~= nil or rows.error ~= nil or rows.count ~= nil) then
+          ans = normalise_answer(rows)
+        else
+          ans = { rows = rows or {}, count = count }
+        end
+      end
+      if ans.error then return nil, ans.error end
+      return ans.rows, ans.count or #ans.rows
+    end
+  end
+  return {}, 0
+end
+
+function Consumer:_record(stmt)
+  local sink = self._sql
+  stmt.where = self._where
+  sink[#sink + 1] = stmt
+end
+
+-- the runtime's text for the outcome log line (consumer.c log_outcome)
+local function outcome_text(r)
+  if r.outcome == "RETRY" then
+    return r.delay and string.format("RETRY delay=%g", r.delay) or "RETRY"
+  elseif r.outcome == "FAILED" then
+    return "FAILED reason=" .. r.reason
+  elseif r.outcome == "ERROR" then
+    return "ERROR error=" .. r.error
+  end
+  return r.outcome or "not run"
+end
+M.outcome_text = outcome_text
+
+-- event_tramp: process_event's results to (outcome, delay, message)
+local function map_results(fn, res)
+  local function where()
+    local info = debug.getinfo(fn, "S")
+    return info.short_src .. ":" .. info.linedefined
+  end
+  local first = res[1]
+  local code
+  if res.n == 0 or first == nil then
+    code = 1
+  elseif math.type(first) == "integer" then
+    code = first
+  else
+    code = -1
+  end
+  if code == 1 then
+    return "OK"
+  elseif code == 4 then
+    return "ABORT_BATCH"
+  elseif code == 3 then
+    local d = res[2]
+    if res.n >= 2 and d ~= nil and (type(d) ~= "number" or not (d >= 0 and d <= 3.2e9)) then
+      return nil, string.format("%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds"
+        .. " from 0 to 3.2e9)", where(), tostring(d))
+    end
+    return "RETRY", d ~= nil and d + 0.0 or nil
+  elseif code == 2 then
+    local r = res[2]
+    if res.n >= 2 and r ~= nil and type(r) ~= "string" then
+      return nil, string.format("%s: process_event returned pgq.EVENT_FAILED with a %s reason (expected a string)",
+        where(), type(r))
+    end
+    return "FAILED", nil, r ~= nil and clip(r, MSG_MAX) or "failed by the script"
+  end
+  return nil, string.format("%s: process_event returned %s, which is not a result (return pgq.EVENT_OK,"
+    .. " pgq.EVENT_RETRY, pgq.EVENT_FAILED or pgq.ABORT_BATCH)", where(), tostring(first))
+end
+
+-- begin capturing SQL and logs for one call
+function Consumer:_begin(where, rec)
+  rec.sql, rec.logs = {}, {}
+  self._sql, self._logs, self._where = rec.sql, rec.logs, where
+  local st = self._db_state
+  st.active, st.sql_failed, st.sql_error = true, false, nil
+end
+
+function Consumer:_end()
+  local st = self._db_state
+  st.active = false
+  self._sql, self._logs, self._where = nil, nil, nil
+  return st.sql_failed, st.sql_error
+end
+
+--- The batch table the hooks see; fields may be given.
+function Consumer:batch(fields)
+  self.batches = self.batches + 1
+  local now = os.date("!%Y-%m-%d %H:%M:%S+00")
+  local b = { id = self.batches, tick_id = self.batches + 1, prev_tick_id = self.batches,
+              tick_time = now, prev_tick_time = now }
+  for k, v in pairs(fields or {}) do b[k] = v end
+  return b
+end
+
+function Consumer:_hook(name, batch, run)
+  local f = self[name]
+  if not f then return true end
+  local rec = { hook = name }
+  run[name] = rec
+  self:_begin(name, rec)
+  local ok, err, tb = self:_call(f, batch, self.db)
+  local sql_failed, sql_error = self:_end()
+  for _, s in ipairs(rec.sql) do run.sql[#run.sql + 1] = s end
+  for _, l in ipairs(rec.logs) do run.logs[#run.logs + 1] = l end
+  if ok and sql_failed then
+    ok, err = false, "the hook went on after an SQL error: " .. sql_error
+  end
+  if not ok then
+    rec.error, rec.traceback = err, tb
+    run.aborted = name .. " failed"
+    run.error = name .. ": " .. err
+    return false
+  end
+  return true
+end
+
+--- Run one event through process_event, as consumer_handle_event does.
+-- Returns its result record (see Consumer:run).
+function Consumer:event(ev)
+  return self:run({ ev })[1]
+end
+
+--- Run a batch: on_batch_start, process_event for each event, on_batch_end.
+-- events: event tables (testing.event fields; missing ones get defaults).
+-- opts.batch: fields of the batch table the hooks see.
+-- Returns a run: run[i] (also run.events[i]) is the result of event i:
+--   outcome    "OK", "RETRY", "FAILED", "ABORT_BATCH", "ERROR", or nil when
+--              the event was not run (after an ABORT_BATCH or a failed hook)
+--   delay      RETRY: the delay the script returned (nil: none given)
+--   reason     FAILED: the reason ("failed by the script" when none)
+--   error      ERROR: the runtime's error text (file:line: message);
+--              traceback: the full one
+--   action     what the runtime does next: "done", "retry" (retry_in:
+--              seconds), "failed" (failed: the reason kept in
+--              pgqlua.failed_event), "abort" (the whole batch rolls back),
+--              "skipped" (not run)
+--   sql        the statements it ran: { sql =, params = {text or
+--              pgq.null...}, n =, values = the Lua values given, rows =,
+--              count = or error = }
+--   kept       whether its writes are kept (only OK events' writes are)
+--   logs       its pgq.log calls: { level =, message =, where = "file:line" }
+--   ev         the event as the script got it
+-- and run.sql (every statement, hooks included), run.committed (the
+-- statements the batch's transaction would commit), run.logs, run.aborted
+-- (nil, or why the batch rolls back), run.on_batch_start / run.on_batch_end
+-- ({ sql =, logs =, error = }), run.batch.
+function Consumer:run(events, opts)
+  opts = opts or {}
+  if type(events) ~= "table" then error("consumer:run: expected a list of events", 2) end
+  local batch = self:batch(opts.batch)
+  local run = { events = {}, sql = {}, logs = {}, batch = batch, committed = {} }
+  local evs = {}
+  for i, e in ipairs(events) do
+    local ok, ev = pcall(M.event, e)
+    if not ok then error(string.format("consumer:run: event %d: %s", i, ev), 2) end
+    evs[i] = ev
+  end
+  local go = self:_hook("on_batch_start", batch, run)
+  for i, ev in ipairs(evs) do
+    local r = { ev = ev, index = i }
+    run.events[i], run[i] = r, r
+    if not go then
+      r.action, r.sql, r.logs = "skipped", {}, {}
+    else
+      self:_begin(i, r)
+      local ok, res, tb = self:_call(self.process_event, copy(ev), self.db)
+      local outcome, delay, msg
+      if ok then
+        local mok, o, d, m = pcall(map_results, self.process_event, res)
+        if not mok then
+          -- an error of __tostring: under the runtime it has no position
+          o, d = nil, tostring(o):gsub("^[^:]*testing%.lua:%d+: ", "")
+        end
+        outcome, delay, msg = o, d, m
+        if not outcome then
+          outcome, msg, tb, delay = "ERROR", fold(clip(delay, MSG_MAX)), nil, nil
+        end
+      else
+        outcome, msg = "ERROR", res
+      end
+      local sql_failed, sql_error = self:_end()
+      if outcome == "OK" and sql_failed then
+        outcome, msg = "ERROR", clip("the script went on after an SQL error: " .. sql_error, MSG_MAX)
+      end
+      r.outcome = outcome
+      if outcome == "RETRY" then r.delay = delay end
+      if outcome == "FAILED" then r.reason = msg end
+      if outcome == "ERROR" then r.error, r.traceback = msg, tb end
+      r.kept = outcome == "OK"
+      for _, s in ipairs(r.sql) do run.sql[#run.sql + 1] = s end
+      for _, l in ipairs(r.logs) do run.logs[#run.logs + 1] = l end
+      if outcome == "ABORT_BATCH" then
+        r.action = "abort"
+        run.aborted = "the script returned pgq.ABORT_BATCH at event " .. tostring(ev.id)
+        go = false
+      elseif outcome == "OK" then
+        r.action = "done"
+      elseif outcome == "FAILED" then
+        r.action, r.failed = "failed", msg
+      else
+        local max = math.tointeger(self.config.max_retries) or 5
+        if ev.retry >= max then
+          r.action = "failed"
+          r.failed = clip(string.format("max_retries (%d) reached: %s", max,
+            (msg ~= nil and msg ~= "") and msg or "retried by the script"), 1199)
+        else
+          r.action = "retry"
+          r.retry_in = delay or (tonumber(self.config.retry_delay) + 0.0)
+        end
+      end
+    end
+  end
+  if go then self:_hook("on_batch_end", batch, run) end
+  if not run.aborted then
+    for _, s in ipairs(run.sql) do
+      local kept = type(s.where) ~= "number" or run.events[s.where].kept
+      if kept and not s.error then run.committed[#run.committed + 1] = s end
+    end
+  end
+  return run
+end
+
+--- Load a script and run one batch: testing.run(script, events, opts)
+-- (opts as for testing.load and consumer:run).
+function M.run(script, events, opts)
+  return M.load(script, opts):run(events, opts)
+end
+
+---------------------------------------------------------------------------
+-- Expectations: shared by the busted assertions, `pgqlua test` and the
+-- contract tests
+
+local OUTCOMES = { OK = true, RETRY = true, FAILED = true, ABORT_BATCH = true, ERROR = true }
+
+-- "dir/x.lua:3" -> "x.lua:3": error texts compare without folders
+local function strip_dirs(s)
+  return (s:gsub("[^%s:]*/([^/%s:]+%.lua:%d+)", "%1"))
+end
+M.strip_dirs = strip_dirs
+
+local function text_matches(actual, want)
+  if actual == nil then return false end
+  if actual == want or strip_dirs(actual) == strip_dirs(want) then return true end
+  return false
+end
+
+--- Normalise an expectation: "OK" | { outcome =, delay =, reason =,
+-- error =, error_match =, retry_in =, failed =, sql = { {sql, p1, ...} } }.
+function M.expectation(e)
+  if type(e) == "string" then e = { outcome = e } end
+  if type(e) ~= "table" then error("an expectation is an outcome name or a table", 2) end
+  local x = {}
+  for k, v in pairs(e) do x[k] = v end
+  if x.outcome ~= nil then
+    x.outcome = tostring(x.outcome):upper()
+    if x.outcome ~= "SKIPPED" and not OUTCOMES[x.outcome] then
+      error(string.format("unknown outcome %s (OK, RETRY, FAILED, ABORT_BATCH, ERROR or SKIPPED)",
+        tostring(e.outcome)), 2)
+    end
+  end
+  return x
+end
+
+local function describe_expect(x)
+  local s = x.outcome or "any outcome"
+  if x.delay ~= nil then s = s .. string.format(" delay=%g", x.delay) end
+  if x.reason ~= nil then s = s .. " reason=" .. x.reason end
+  if x.error ~= nil then s = s .. " error=" .. x.error end
+  if x.error_match ~= nil then s = s .. " error matching " .. x.error_match end
+  return s
+end
+
+--- The statement list of an expectation ({ "sql", p1, ... } or
+-- { sql = "...", params = {...} }) as comparable trace texts.
+function M.expected_sql_texts(list)
+  local out = {}
+  for i, s in ipairs(list) do
+    local sql, vals
+    if type(s) == "string" then
+      sql, vals = s, { n = 0 }
+    elseif s.sql then
+      sql, vals = s.sql, s.params or {}
+      vals.n = vals.n or #vals
+    else
+      sql, vals = s[1], table.pack(table.unpack(s, 2))
+      vals.n = s.n and s.n - 1 or vals.n
+    end
+    local params = {}
+    for j = 1, vals.n do
+      local v = vals[j]
+      params[j] = M.param_text(v, j) or M.null
+    end
+    out[i] = M.trace_text(sql, params, vals.n)
+  end
+  return out
+end
+
+--- Check one event result against an expectation.  Returns true, or false
+-- and a list of what differs.
+function M.check(r, expect)
+  local x = M.expectation(expect)
+  local problems = {}
+  local function bad(fmt, ...) problems[#problems + 1] = string.format(fmt, ...) end
+  local got = r.outcome or "SKIPPED"
+  if x.outcome ~= nil and x.outcome ~= got then
+    bad("expected %s, got %s", describe_expect(x), outcome_text(r))
+  elseif x.outcome == nil and got == "ERROR" and x.error == nil and x.error_match == nil then
+    bad("script error: %s", r.error)
+  else
+    if x.delay ~= nil and r.delay ~= tonumber(x.delay) then
+      bad("expected RETRY delay=%s, got %s", tostring(x.delay), outcome_text(r))
+    end
+    if x.reason ~= nil and not text_matches(r.reason, x.reason) then
+      bad("expected FAILED reason=%s, got %s", x.reason, outcome_text(r))
+    end
+    if x.error ~= nil and not text_matches(r.error, x.error) then
+      bad("expected ERROR error=%s, got %s", x.error, outcome_text(r))
+    end
+    if x.error_match ~= nil and not (r.error and r.error:find(x.error_match)) then
+      bad("expected an error matching %s, got %s", x.error_match, outcome_text(r))
+    end
+  end
+  if x.retry_in ~= nil and (r.action ~= "retry" or r.retry_in ~= tonumber(x.retry_in)) then
+    bad("expected a retry in %gs, got %s", tonumber(x.retry_in),
+      r.action == "retry" and string.format("a retry in %gs", r.retry_in) or tostring(r.action))
+  end
+  if x.failed ~= nil and (r.action ~= "failed" or not text_matches(r.failed, x.failed)) then
+    bad("expected the failed-event table with reason %s, got %s", x.failed,
+      r.action == "failed" and ("reason " .. r.failed) or tostring(r.action))
+  end
+  if x.sql ~= nil then
+    local want = M.expected_sql_texts(x.sql)
+    local have = {}
+    for i, s in ipairs(r.sql or {}) do have[i] = M.trace_text(s.sql, s.params, s.n) end
+    for i = 1, math.max(#want, #have) do
+      if want[i] == nil then
+        bad("unexpected statement %d: %s", i, have[i])
+      elseif have[i] == nil then
+        bad("missing statement %d: %s", i, want[i])
+      elseif squash(want[i]) ~= squash(have[i]) then
+        bad("statement %d: expected %s, got %s", i, want[i], have[i])
+      end
+    end
+  end
+  return #problems == 0, problems
+end
+
+---------------------------------------------------------------------------
+-- busted assertions
+
+local function as_result(v)
+  if type(v) == "table" and v.events and v[1] and v.events[1] == v[1] and #v.events == 1 then
+    return v[1]
+  end
+  return v
+end
+
+local function statement_matches(s, want, values)
+  if not sql_matches(s.sql, want) then return false end
+  if values.n == 0 then return true end
+  if values.n ~= s.n then return false end
+  for i = 1, values.n do
+    local ok, t = pcall(M.param_text, values[i], i)
+    if not ok then return false end
+    if (t or M.null) ~= s.params[i] then return false end
+  end
+  return true
+end
+
+local function list_sql(sqls)
+  local lines = {}
+  for i, s in ipairs(sqls) do lines[i] = "  " .. M.trace_text(s.sql, s.params, s.n) end
+  if #lines == 0 then return "  (no statements)" end
+  return table.concat(lines, "\n")
+end
+
+--- Register the assertions with luassert (busted does this when it loads
+-- this module):
+--   assert.outcome(result, "OK")                 -- or RETRY, FAILED, ABORT_BATCH, ERROR, SKIPPED
+--   assert.outcome(result, "RETRY", 30)          -- with the delay
+--   assert.outcome(result, "FAILED", "reason")   -- with the reason
+--   assert.outcome(result, "ERROR", "x.lua:3: boom")  -- folders in paths do not matter
+--   assert.outcome(result, { outcome = "RETRY", retry_in = 60, failed = ..., sql = {...} })
+--   assert.executed(result_or_run, "insert into t", p1, p2)   -- some statement, these parameters
+--   assert.sql(result_or_run, { { "insert into t values ($1)", 1 } })  -- exactly these statements
+--   assert.no_sql(result_or_run)
+-- A run of one event may stand for that event's result.
+function M.register_assertions(luassert)
+  luassert = luassert or require "luassert"
+  local function reg(name, fn)
+    luassert:register("assertion", name, fn, "assertion.pgqlua." .. name .. ".positive",
+      "assertion.pgqlua." .. name .. ".negative")
+  end
+  local function describe_result(r)
+    local head = string.format("event %s (%s)", tostring(r.ev and r.ev.id), tostring(r.ev and r.ev.type))
+    local s = head .. " ended " .. outcome_text(r)
+    if r.action == "retry" then s = s .. string.format(", retry in %gs", r.retry_in) end
+    if r.action == "failed" then s = s .. ", to the failed-event table: " .. r.failed end
+    if r.traceback and r.outcome == "ERROR" then s = s .. "\n" .. r.traceback end
+    return s .. "\nstatements:\n" .. list_sql(r.sql or {})
+  end
+  reg("outcome", function(state, args)
+    local r = as_result(args[1])
+    if type(r) ~= "table" or r.ev == nil then
+      state.failure_message = "assert.outcome: the first argument must be an event result (run[i])"
+      return false
+    end
+    local x = args[2]
+    if type(x) ~= "table" then
+      x = { outcome = x }
+      local o = x.outcome and tostring(x.outcome):upper()
+      if args.n >= 3 and args[3] ~= nil then
+        if o == "RETRY" then x.delay = args[3]
+        elseif o == "FAILED" then x.reason = args[3]
+        elseif o == "ERROR" then x.error = args[3] end
+      end
+    end
+    local ok, problems = M.check(r, x)
+    if state.failure_message == nil then
+      state.failure_message = (ok and "expected it not to end so, but " or
+        table.concat(problems, "\n") .. "\n") .. describe_result(r)
+    end
+    return ok
+  end)
+  local function sqls_of(v)
+    if type(v) ~= "table" then return nil end
+    return v.sql
+  end
+  reg("executed", function(state, args)
+    local sqls = sqls_of(args[1])
+    local values = table.pack(table.unpack(args, 3, args.n))
+    local want = args[2]
+    local found = false
+    for _, s in ipairs(sqls or {}) do
+      if statement_matches(s, want, values) then found = true; break end
+    end
+    if state.failure_message == nil then
+      local w = want .. (values.n > 0 and " " .. M.expected_sql_texts({ { want, table.unpack(values, 1, values.n),
+        n = values.n + 1 } })[1]:match("(%[.*%])$") or "")
+      state.failure_message = (found and "did not expect a statement like " or "expected a statement like ")
+        .. w .. "\nstatements:\n" .. list_sql(sqls or {})
+    end
+    return found
+  end)
+  reg("sql", function(state, args)
+    local sqls = sqls_of(args[1]) or {}
+    local want = M.expected_sql_texts(args[2] or {})
+    local ok = #want == #sqls
+    for i = 1, #want do
+      local s = args[2][i]
+      local sql = type(s) == "string" and s or s.sql or s[1]
+      local vals = type(s) == "string" and { n = 0 } or s.params and table.pack(table.unpack(s.params))
+        or table.pack(table.unpack(s, 2))
+      if not sqls[i] or not sql_matches(sqls[i].sql, sql) or not statement_matches(sqls[i], sql, vals) then
+        ok = false
+      end
+      if vals.n == 0 and sqls[i] and sqls[i].n ~= 0 then ok = false end
+    end
+    if state.failure_message == nil then
+      state.failure_message = "expected the statements\n  " .. table.concat(want, "\n  ")
+        .. "\ngot\n" .. list_sql(sqls)
+    end
+    return ok
+  end)
+  reg("no_sql", function(state, args)
+    local sqls = sqls_of(args[1]) or {}
+    if state.failure_message == nil then
+      state.failure_message = "expected no statements, got\n" .. list_sql(sqls)
+    end
+    return #sqls == 0
+  end)
+end
+
+if package.loaded.luassert or package.loaded.busted then
+  M.register_assertions(package.loaded.luassert or require "luassert")
+end
+
+return M
