@@ -41,6 +41,20 @@ sql "select pgq.insert_event('q_reload', 'x', 'c')" > /dev/null
 wait_sql "after failed reloads the previous script keeps consuming" \
 	"select string_agg(version, ',' order by ev_id) from r_reload" "v1,v2,v2"
 kill -0 "$pid" && ok "the consumer survived the failed reloads" || fail "the consumer died"
+
+# events keep flowing across reloads: each is processed exactly once, by
+# the script that was loaded when its batch began
+sql "truncate r_reload"
+for v in v3 v4 v5; do
+	sql "select pgq.insert_event('q_reload', 'x', i::text) from generate_series(1, 100) i" > /dev/null
+	printf 'function process_event(ev, db)\n  db:exec("insert into r_reload values ($1, $2)", ev.id, "%s")\nend\n' "$v" > "$WORK/c_reload.lua"
+	kill -HUP "$pid"
+done
+wait_sql "300 events inserted across three reloads are all processed" "select count(*) from r_reload" "300" 60
+expect_eq "no event was processed twice" "300" "$(sql "select count(distinct ev_id) from r_reload")"
+sql "select pgq.insert_event('q_reload', 'x', 'last')" > /dev/null
+wait_sql "the newest script handles events after the last reload" \
+	"select version from r_reload where ev_id = (select max(ev_id) from r_reload)" "v5" 60
 kill -TERM "$pid"
 set +e
 wait "$pid"
