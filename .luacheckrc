@@ -10,10 +10,28 @@ exclude_files = {
 }
 
 -- Consumer scripts: the runtime provides `pgq` and calls the hooks a script
--- defines as globals.
-files["scripts/"] = {
-  read_globals = { "pgq" },
+-- defines as globals (process_event, init, on_batch_start, on_batch_end).
+-- Scripts run in the runtime's sandbox: no io, no debug, no os.exit,
+-- no loadfile/dofile (see lua/pgqlua/sandbox.lua).
+local consumer_script = {
+  std = "none",
+  read_globals = {
+    "pgq", "_VERSION", "assert", "collectgarbage", "error", "getmetatable", "ipairs", "load", "next",
+    "pairs", "pcall", "print", "rawequal", "rawget", "rawlen", "rawset", "require", "select",
+    "setmetatable", "tonumber", "tostring", "type", "xpcall", "coroutine", "math", "string", "table",
+    "utf8", "package",
+    os = { fields = { "clock", "date", "difftime", "getenv", "time" } },
+  },
   globals = { "process_event", "init", "on_batch_start", "on_batch_end" },
 }
 
+files["scripts/"] = consumer_script
+files["spec/contract/"] = consumer_script
+
 files["spec/"] = { std = "+busted" }
+-- the busted helpers the kit registers (pgqlua.testing)
+files["spec/"].read_globals = {
+  assert = { fields = { "outcome", "executed", "sql", "no_sql" }, other_fields = true },
+}
+files["spec/contract/contract.lua"] = { std = "lua54" }
+files["spec/contract/ct_lib/"] = consumer_script

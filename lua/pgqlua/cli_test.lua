@@ -15,7 +15,9 @@
 -- as those triggers make it; and an optional `expect`: an outcome (OK,
 -- RETRY, FAILED, ABORT_BATCH, ERROR, SKIPPED) or a map with outcome, delay,
 -- reason, error, error_match, retry_in, failed and sql (a list of
--- [sql, param, ...]).
+-- [sql, param, ...]).  `expect_batch` may give on_batch_start and
+-- on_batch_end (their SQL lists), aborted (true, false or the reason) and
+-- error (a failing hook's error).
 local testing = require "pgqlua.testing"
 local json = require "dkjson"
 
@@ -47,7 +49,7 @@ local function decode_json(text)
   return denull(v, json.null)
 end
 
-local function decode(text)
+function M.decode(text)
   local first = text:match("^%s*(.)")
   if first == "{" or first == "[" then
     local v = decode_json(text)
@@ -72,8 +74,10 @@ function M.parse(doc, name)
   else
     spec = doc
     for k in pairs(doc) do
-      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "batch" and k ~= "description" then
-        return nil, string.format("%s: unknown key '%s' (events, config, answers, batch, description)", name, k)
+      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "batch" and k ~= "expect_batch"
+          and k ~= "description" then
+        return nil, string.format("%s: unknown key '%s' (events, config, answers, batch, expect_batch,"
+          .. " description)", name, k)
       end
     end
     if type(spec.events) ~= "table" then return nil, name .. ": no events list" end
@@ -109,7 +113,7 @@ function M.parse(doc, name)
     events[i] = ev
   end
   return { events = events, expects = expects, config = spec.config, answers = spec.answers,
-           batch = spec.batch }
+           batch = spec.batch, expect_batch = spec.expect_batch }
 end
 
 local function read_file(path)
@@ -209,7 +213,7 @@ function M.main(args)
       return 1
     end
     local name = file == "-" and "stdin" or file
-    local doc, derr = decode(text)
+    local doc, derr = M.decode(text)
     if doc == nil then
       io.stderr:write(string.format("pgqlua: test: %s: %s\n", name, derr))
       return 1
@@ -262,8 +266,16 @@ function M.main(args)
     if counts[k] then parts[#parts + 1] = counts[k] .. " " .. k end
   end
   if counts["not run"] then parts[#parts + 1] = counts["not run"] .. " not run" end
-  local hook_failed = run.error and not run.aborted:find("ABORT_BATCH", 1, true)
-  if hook_failed then bad = bad + 1 end
+  if spec.expect_batch then
+    local bok, problems = testing.check_batch(run, spec.expect_batch)
+    if not bok then
+      for _, p in ipairs(problems) do out("    NOT AS EXPECTED: batch: ", p, "\n") end
+      bad = bad + 1
+    end
+  elseif run.error then
+    out("    NOT AS EXPECTED: ", run.error, "\n")
+    bad = bad + 1
+  end
   out(string.format("%d event%s: %s; %s\n", #run.events, #run.events == 1 and "" or "s",
     #parts > 0 and table.concat(parts, ", ") or "none",
     bad == 0 and "all as expected" or (bad .. " not as expected")))

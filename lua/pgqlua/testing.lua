@@ -807,7 +807,7 @@ local OUTCOMES = { OK = true, RETRY = true, FAILED = true, ABORT_BATCH = true, E
 
 -- "dir/x.lua:3" -> "x.lua:3": error texts compare without folders
 local function strip_dirs(s)
-  return (s:gsub("[^%s:]*/([^/%s:]+%.lua:%d+)", "%1"))
+  return (s:gsub("[%w_%.%-~/]*/([%w_%.%-]+%.lua:%d+)", "%1"))
 end
 M.strip_dirs = strip_dirs
 
@@ -815,6 +815,21 @@ local function text_matches(actual, want)
   if actual == nil then return false end
   if actual == want or strip_dirs(actual) == strip_dirs(want) then return true end
   return false
+end
+
+local function compare_sql(bad, label, list, sqls)
+  local want = M.expected_sql_texts(list)
+  local have = {}
+  for i, s in ipairs(sqls or {}) do have[i] = M.trace_text(s.sql, s.params, s.n) end
+  for i = 1, math.max(#want, #have) do
+    if want[i] == nil then
+      bad("%sunexpected statement %d: %s", label, i, have[i])
+    elseif have[i] == nil then
+      bad("%smissing statement %d: %s", label, i, want[i])
+    elseif squash(want[i]) ~= squash(have[i]) then
+      bad("%sstatement %d: expected %s, got %s", label, i, want[i], have[i])
+    end
+  end
 end
 
 --- Normalise an expectation: "OK" | { outcome =, delay =, reason =,
@@ -901,19 +916,37 @@ function M.check(r, expect)
     bad("expected the failed-event table with reason %s, got %s", x.failed,
       r.action == "failed" and ("reason " .. r.failed) or tostring(r.action))
   end
-  if x.sql ~= nil then
-    local want = M.expected_sql_texts(x.sql)
-    local have = {}
-    for i, s in ipairs(r.sql or {}) do have[i] = M.trace_text(s.sql, s.params, s.n) end
-    for i = 1, math.max(#want, #have) do
-      if want[i] == nil then
-        bad("unexpected statement %d: %s", i, have[i])
-      elseif have[i] == nil then
-        bad("missing statement %d: %s", i, want[i])
-      elseif squash(want[i]) ~= squash(have[i]) then
-        bad("statement %d: expected %s, got %s", i, want[i], have[i])
+  if x.sql ~= nil then compare_sql(bad, "", x.sql, r.sql) end
+  return #problems == 0, problems
+end
+
+--- Check a run's batch against { on_batch_start = sql list, on_batch_end =
+-- sql list, aborted = true | false | "reason", error = "hook error" }.
+function M.check_batch(run, x)
+  local problems = {}
+  local function bad(fmt, ...) problems[#problems + 1] = string.format(fmt, ...) end
+  for _, hook in ipairs({ "on_batch_start", "on_batch_end" }) do
+    if x[hook] ~= nil then
+      local rec = run[hook]
+      if rec == nil and #x[hook] > 0 then
+        bad("expected %s to run", hook)
+      else
+        compare_sql(bad, hook .. ": ", x[hook], rec and rec.sql)
       end
     end
+  end
+  local aborted = x.aborted
+  if aborted == true and not run.aborted then
+    bad("expected the batch to roll back, it commits")
+  elseif aborted == false and run.aborted then
+    bad("expected the batch to commit, it rolls back: %s", run.aborted)
+  elseif type(aborted) == "string" and not text_matches(run.aborted, aborted) then
+    bad("expected the batch to roll back (%s), got %s", aborted, tostring(run.aborted))
+  end
+  if x.error ~= nil and not text_matches(run.error, x.error) then
+    bad("expected the hook error %s, got %s", x.error, tostring(run.error))
+  elseif x.error == nil and run.error then
+    bad("%s", run.error)
   end
   return #problems == 0, problems
 end

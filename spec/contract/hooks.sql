@@ -1,0 +1,2 @@
+drop table if exists ct_hooks;
+create table ct_hooks (v text, n int);
