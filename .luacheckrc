@@ -31,7 +31,7 @@ files["spec/contract/"] = consumer_script
 files["spec/"] = { std = "+busted" }
 -- the busted helpers the kit registers (pgqlua.testing)
 files["spec/"].read_globals = {
-  assert = { fields = { "outcome", "executed", "sql", "no_sql" }, other_fields = true },
+  assert = { fields = { "outcome", "executed", "sql" }, other_fields = true },
 }
 files["spec/contract/contract.lua"] = { std = "lua54" }
 files["spec/contract/ct_lib/"] = consumer_script

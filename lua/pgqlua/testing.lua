@@ -989,7 +989,8 @@ end
 --   assert.outcome(result, { outcome = "RETRY", retry_in = 60, failed = ..., sql = {...} })
 --   assert.executed(result_or_run, "insert into t", p1, p2)   -- some statement, these parameters
 --   assert.sql(result_or_run, { { "insert into t values ($1)", 1 } })  -- exactly these statements
---   assert.no_sql(result_or_run)
+--   assert.sql(result_or_run, {})                -- no statements at all
+--   assert.is_not.outcome(...), assert.is_not.executed(...)   -- luassert's negation
 -- A run of one event may stand for that event's result.
 function M.register_assertions(luassert)
   luassert = luassert or require "luassert"
@@ -1022,7 +1023,7 @@ function M.register_assertions(luassert)
       end
     end
     local ok, problems = M.check(r, x)
-    if state.failure_message == nil then
+    if rawget(state, "failure_message") == nil then
       state.failure_message = (ok and "expected it not to end so, but " or
         table.concat(problems, "\n") .. "\n") .. describe_result(r)
     end
@@ -1040,9 +1041,13 @@ function M.register_assertions(luassert)
     for _, s in ipairs(sqls or {}) do
       if statement_matches(s, want, values) then found = true; break end
     end
-    if state.failure_message == nil then
-      local w = want .. (values.n > 0 and " " .. M.expected_sql_texts({ { want, table.unpack(values, 1, values.n),
-        n = values.n + 1 } })[1]:match("(%[.*%])$") or "")
+    if rawget(state, "failure_message") == nil then
+      local shown = {}
+      for i = 1, values.n do
+        local ok, t = pcall(M.param_text, values[i], i)
+        shown[i] = not ok and tostring(values[i]) or t == nil and "NULL" or string.format("%q", t)
+      end
+      local w = want .. (values.n > 0 and " [" .. table.concat(shown, ", ") .. "]" or "")
       state.failure_message = (found and "did not expect a statement like " or "expected a statement like ")
         .. w .. "\nstatements:\n" .. list_sql(sqls or {})
     end
@@ -1062,18 +1067,12 @@ function M.register_assertions(luassert)
       end
       if vals.n == 0 and sqls[i] and sqls[i].n ~= 0 then ok = false end
     end
-    if state.failure_message == nil then
-      state.failure_message = "expected the statements\n  " .. table.concat(want, "\n  ")
+    if rawget(state, "failure_message") == nil then
+      state.failure_message = "expected the statements\n  " .. (#want == 0 and "(no statements)"
+        or table.concat(want, "\n  "))
         .. "\ngot\n" .. list_sql(sqls)
     end
     return ok
-  end)
-  reg("no_sql", function(state, args)
-    local sqls = sqls_of(args[1]) or {}
-    if state.failure_message == nil then
-      state.failure_message = "expected no statements, got\n" .. list_sql(sqls)
-    end
-    return #sqls == 0
   end)
 end
 
