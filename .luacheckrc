@@ -7,6 +7,7 @@ exclude_files = {
   "build-*/",
   "tmp/",
   ".git/",
+  "lua/meta/",   -- LuaLS definitions (---@meta): declarations, never run
 }
 
 -- Consumer scripts: the runtime provides `pgq` and calls the hooks a script

@@ -1,0 +1,120 @@
+---@meta
+-- LuaLS (lua-language-server) definitions of what pgqlua gives a consumer
+-- script: the `pgq` table, the event `ev`, the `db` handle and the hooks.
+-- Point your editor at this folder, e.g. in .luarc.json:
+--   { "runtime.version": "Lua 5.4", "workspace.library": ["<pgqlua>/lua/meta"] }
+-- Never loaded at run time.
+
+---SQL NULL: a value distinct from nil (a present key), compared with `==`.
+---@class pgq.null
+
+---@alias pgq.result integer pgq.EVENT_OK | pgq.EVENT_RETRY | pgq.EVENT_FAILED | pgq.ABORT_BATCH
+
+---@class pgq.log
+---@field error fun(fmt: any, ...: any) into the runtime's log at level error, with your file:line
+---@field warn fun(fmt: any, ...: any) level warn
+---@field info fun(fmt: any, ...: any) level info
+---@field debug fun(fmt: any, ...: any) level debug
+
+---The table the runtime gives scripts as `pgq` (also `require "pgqlua"`).
+---@class pgqlua
+pgq = {}
+
+---Done: the event's writes are kept.  Returning nothing means the same.
+---@type integer
+pgq.EVENT_OK = 1
+---Into pgqlua.failed_event: `return pgq.EVENT_FAILED, "reason"`.
+---@type integer
+pgq.EVENT_FAILED = 2
+---Back through PgQ's retry queue: `return pgq.EVENT_RETRY [, seconds]` (default retry_delay).
+---@type integer
+pgq.EVENT_RETRY = 3
+---Roll back the whole batch; it is delivered again.
+---@type integer
+pgq.ABORT_BATCH = 4
+
+---SQL NULL in events, rows and db:exec parameters.
+---@type pgq.null
+pgq.null = {}
+
+---@type pgq.log
+pgq.log = {}
+
+---Decode a pgq.logutriga row: "a=1&b=x%20y&c" -> {a = "1", b = "x y", c = pgq.null}.
+---@param s string
+---@return table<string, string|pgq.null>
+function pgq.urldecode(s) end
+
+---Decode JSON (pgq.jsontriga rows): integers stay integers, null is pgq.null.
+---@param s string
+---@return any
+function pgq.json_decode(s) end
+
+---One PgQ event, as process_event gets it.  SQL NULL is pgq.null.
+---@class pgq.event
+---@field id integer ev_id, unique within the queue
+---@field txid integer the producer's transaction id
+---@field retry integer 0 on first delivery, then 1, 2, ...
+---@field time string when it was inserted, e.g. "2024-01-02 03:04:05.123+00"
+---@field type string|pgq.null ev_type: "I:id" (logutriga), JSON (jsontriga) or the producer's type
+---@field data string|pgq.null ev_data: the row (urlencoded or JSON) or the producer's text
+---@field extra1 string|pgq.null ev_extra1: the table for trigger events
+---@field extra2 string|pgq.null
+---@field extra3 string|pgq.null
+---@field extra4 string|pgq.null
+
+---The batch table on_batch_start / on_batch_end get.
+---@class pgq.batch
+---@field id integer
+---@field tick_id integer
+---@field prev_tick_id integer
+---@field tick_time string
+---@field prev_tick_time string
+
+---What init(config) gets.
+---@class pgq.config
+---@field queue_name string
+---@field consumer_name string
+---@field script string
+---@field config_file string
+---@field retry_delay number
+---@field max_retries integer
+---@field fetch_size integer
+---@field loop_delay number
+
+---A row of db:exec: integer, float and boolean columns are Lua numbers and
+---booleans, NULL is pgq.null, everything else (numeric too) a string.
+---@alias pgq.row table<string, string|number|boolean|pgq.null>
+
+---The database handle: the batch's transaction.
+---@class pgq.db
+local db = {}
+
+---Run one statement with $1-style parameters (nil and pgq.null are NULL;
+---numbers and booleans are sent as text).  Raises on an SQL error.
+---@param sql string
+---@param ... string|number|boolean|pgq.null|nil
+---@return pgq.row[] rows
+---@return integer count rows returned or affected
+function db:exec(sql, ...) end
+
+---Required: called once per event.
+---@param ev pgq.event
+---@param db pgq.db
+---@return integer? result pgq.EVENT_OK (or nothing), pgq.EVENT_RETRY, pgq.EVENT_FAILED or pgq.ABORT_BATCH
+---@return (number|string)? detail RETRY: seconds; FAILED: the reason
+function process_event(ev, db) end
+
+---Optional: once after the script is loaded (and after a reload).
+---@param config pgq.config
+function init(config) end
+
+---Optional: before each batch's events.
+---@param batch pgq.batch
+---@param db pgq.db
+function on_batch_start(batch, db) end
+
+---Optional: after each batch's events.
+---@param batch pgq.batch
+---@param db pgq.db
+function on_batch_end(batch, db) end
