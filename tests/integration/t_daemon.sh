@@ -72,6 +72,11 @@ out=$("$PGQLUA" start "$Y")
 expect_match "start replaces a stale pid file" "started \(pid [0-9]+\)" "$out"
 pid=$(cat "$Y.pid")
 CHILD_PIDS+=("$pid")
+out=$("$PGQLUA" restart "$Y")
+expect_match "restart stops and starts again with a new pid" "stopped.*started \(pid [0-9]+\)" "$(echo $out)"
+newpid=$(cat "$Y.pid")
+CHILD_PIDS+=("$newpid")
+[ "$newpid" != "$pid" ] && running && ok "the restarted consumer runs as pid $newpid" || fail "restart did not give a new running process"
 "$PGQLUA" stop "$Y" > /dev/null
 wait_until 10 stopped || fail "not stopped"
 
