@@ -88,11 +88,10 @@ local EVENT_FIELDS = {
   type = "text", data = "text", extra1 = "text", extra2 = "text", extra3 = "text", extra4 = "text",
 }
 
-local next_id = 0
-
 --- An event as process_event sees it.  Every field may be given; the rest
--- default to: id 1, 2, 3... (txid 1000 + id), time now (UTC, PgQ's text
--- form), retry 0, type "event", data "", extra1..extra4 pgq.null.
+-- default to: time now (UTC, PgQ's text form), retry 0, type "event",
+-- data "", extra1..extra4 pgq.null; id (and txid, 1000 + id) are left to
+-- the run, which numbers events 1, 2, 3... per consumer.
 -- Text fields take strings or pgq.null; numbers are turned into strings.
 function M.event(fields)
   fields = fields or {}
@@ -116,13 +115,6 @@ function M.event(fields)
     end
     ev[k] = v
   end
-  if ev.id == nil then
-    next_id = next_id + 1
-    ev.id = next_id
-  elseif ev.id > next_id then
-    next_id = ev.id
-  end
-  if ev.txid == nil then ev.txid = 1000 + ev.id end
   if ev.time == nil then ev.time = os.date("!%Y-%m-%d %H:%M:%S+00") end
   if ev.retry == nil then ev.retry = 0 end
   if ev.type == nil then ev.type = "event" end
@@ -367,10 +359,17 @@ function Consumer:_call(f, ...)
   local timeout = tonumber(self.config.event_timeout) or 0
   if timeout > 0 then
     local deadline = os.clock() + timeout
+    local own = debug.getinfo(1, "S").source
     local function hook()
+      -- fire in the script's code only, never in the runner's own (the
+      -- message handler, the code after xpcall)
+      local info = debug.getinfo(2, "S")
+      if info and info.source == own then return end
       if os.clock() > deadline then
         debug.sethook(hook, "", 1)
-        error(string.format("event_timeout exceeded: the script ran for more than %.3g seconds", timeout))
+        -- as luaL_error in lbridge.c's C hook: the position of the caller
+        -- of the interrupted function (none when that is the runner)
+        error(string.format("event_timeout exceeded: the script ran for more than %.3g seconds", timeout), 3)
       end
     end
     debug.sethook(hook, "", 10000)
@@ -726,6 +725,13 @@ function Consumer:run(events, opts)
   for i, e in ipairs(events) do
     local ok, ev = pcall(M.event, e)
     if not ok then error(string.format("consumer:run: event %d: %s", i, ev), 2) end
+    if ev.id == nil then
+      self.last_id = (self.last_id or 0) + 1
+      ev.id = self.last_id
+    elseif ev.id > (self.last_id or 0) then
+      self.last_id = ev.id
+    end
+    if ev.txid == nil then ev.txid = 1000 + ev.id end
     evs[i] = ev
   end
   local go = self:_hook("on_batch_start", batch, run)
