@@ -15,6 +15,7 @@ local function write(name, text)
 end
 
 -- run cli_test.main with its stdout and stderr captured
+-- luacheck: push ignore 122
 local function cli(args, stdin)
   local o, e = {}, {}
   local real_out, real_err, real_in = io.stdout, io.stderr, io.stdin
@@ -26,6 +27,7 @@ local function cli(args, stdin)
   assert(ok, rc)
   return rc, table.concat(o), table.concat(e)
 end
+-- luacheck: pop
 
 setup(function()
   tmp = os.tmpname()
@@ -108,6 +110,7 @@ describe("a consumer under the mock runner", function()
     assert.matches("syntax%.lua:1: ", err)
     local badinit = write("badinit.lua", "function process_event() end\nfunction init() error('no') end")
     ok, err = pcall(testing.load, badinit)
+    assert.is_false(ok)
     assert.are.equal(badinit .. ":2: no", err)
   end)
 
