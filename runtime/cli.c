@@ -15,6 +15,7 @@
 #include "pgconn.h"
 #include "pgq.h"
 #include "pgqlua.h"
+#include "remote.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -251,6 +252,21 @@ static int cmd_install(cli_args *a)
 		goto out;
 	}
 	printf("schema pgqlua: ready\n");
+	if (cfg->target_db) {
+		pgconn *t = pgconn_new(cfg->target_db);
+		if (!t || pgconn_connect(t, err, sizeof(err)) != 0) {
+			fprintf(stderr, "pgqlua: target: %s\n", t ? err : "out of memory");
+			pgconn_free(t);
+			goto out;
+		}
+		if (remote_install_schema(t, err, sizeof(err)) != 0) {
+			fprintf(stderr, "pgqlua: creating schema pgqlua in the target: %s\n", err);
+			pgconn_free(t);
+			goto out;
+		}
+		printf("target %s: schema pgqlua ready\n", pgconn_safe_name(t));
+		pgconn_free(t);
+	}
 	rc = 0;
 out:
 	pgconn_free(c);

@@ -23,7 +23,8 @@ typedef enum cfg_type {
 	CFG_SECONDS,   /* a non-negative number */
 	CFG_BYTES,     /* a non-negative integer, with optional kB/MB/GB */
 	CFG_LEVEL,
-	CFG_BOOL
+	CFG_BOOL,
+	CFG_REMOTE_MODE
 } cfg_type;
 
 typedef struct cfg_key {
@@ -42,6 +43,8 @@ static const cfg_key cfg_keys[] = {
 	{"queue_name", CFG_STR, OFF(queue_name), NULL, 1, 1, "PgQ queue to consume"},
 	{"consumer_name", CFG_STR, OFF(consumer_name), NULL, 1, 1, "consumer name registered on the queue"},
 	{"db", CFG_STR, OFF(db), NULL, 1, 1, "libpq conninfo or URI of the queue's database"},
+	{"target_db", CFG_STR, OFF(target_db), NULL, 0, 1, "remote consumer: libpq conninfo or URI of the database the script's db writes to"},
+	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"retry_delay", CFG_SECONDS, OFF(retry_delay), "60", 0, 0, "default seconds before a retried event comes back"},
@@ -77,6 +80,7 @@ static const char *type_name(cfg_type t)
 	case CFG_BYTES: return "a size in bytes";
 	case CFG_LEVEL: return "a log level";
 	case CFG_BOOL: return "true or false";
+	case CFG_REMOTE_MODE: return "batch or event";
 	}
 	return "?";
 }
@@ -236,6 +240,13 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		snprintf(err, errlen, "%s must be a size like 64MB, not \"%s\"", k->name, v);
 		return -1;
 	}
+	case CFG_REMOTE_MODE:
+		if (strcmp(v, "batch") == 0 || strcmp(v, "event") == 0) {
+			*(int *)field = strcmp(v, "event") == 0;
+			return 0;
+		}
+		snprintf(err, errlen, "%s must be batch or event, not \"%s\"", k->name, v);
+		return -1;
 	case CFG_BOOL:
 		if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0)
 			*(int *)field = 1;

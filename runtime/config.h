@@ -15,6 +15,8 @@ typedef struct config {
 	char *queue_name;
 	char *consumer_name;
 	char *db;                /* libpq conninfo or URI: may hold a password */
+	char *target_db;         /* remote consumer: where the script's db goes; NULL: local */
+	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *script;            /* resolved against dir */
 	char *pidfile;
 	char *logfile;

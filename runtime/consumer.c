@@ -11,6 +11,7 @@
 #include "log.h"
 #include "pgconn.h"
 #include "pgq.h"
+#include "remote.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +41,9 @@ typedef struct consumer_stats {
 struct pgqlua_consumer {
 	config *cfg;
 	pgconn *conn;
+	pgconn *tconn;             /* remote consumer: the target; NULL: local */
+	long long batch_id;        /* the batch being processed */
+	int replaying;             /* the target has this batch: apply its outcomes only */
 	lb_script *script;
 	ldb_state db;
 	consumer_stats stats, stats_logged;
@@ -157,8 +161,17 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		pgqlua_close(c);
 		return PGQLUA_ERR_CONFIG;
 	}
+	if (cfg->target_db && pgconn_check_conninfo(cfg->target_db, err, errlen) != 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", err);
+		snprintf(err, errlen, "%s: target_%s", cfg->path, msg);
+		pgqlua_close(c);
+		return PGQLUA_ERR_CONFIG;
+	}
 	c->conn = pgconn_new(cfg->db);
-	if (!c->conn) {
+	if (cfg->target_db && c->conn)
+		c->tconn = pgconn_new(cfg->target_db);
+	if (!c->conn || (cfg->target_db && !c->tconn)) {
 		pgqlua_close(c);
 		snprintf(err, errlen, "out of memory");
 		return PGQLUA_ERR_INTERNAL;
@@ -193,6 +206,7 @@ void pgqlua_close(pgqlua_consumer *c)
 		return;
 	lb_script_free(c->script);
 	pgconn_free(c->conn);
+	pgconn_free(c->tconn);
 	config_free(c->cfg);
 	if (c->wake_r >= 0)
 		close(c->wake_r);
@@ -272,23 +286,47 @@ static void maybe_log_stats(pgqlua_consumer *c)
 }
 
 /* After a failed statement: roll back, drop a broken connection. */
+/* Roll back, and drop a connection that is broken or cannot be trusted. */
+static void conn_reset(pgconn *conn)
+{
+	if (!conn)
+		return;
+	pgq_rollback(conn);
+	if (pgconn_is_ok(conn) && PQpipelineStatus(pgconn_pg(conn)) != PQ_PIPELINE_OFF)
+		pgconn_close(conn);
+	if (!pgconn_is_ok(conn) && pgconn_pg(conn)) {
+		log_warn("connection to %s lost; the open batch will be delivered again",
+		         pgconn_safe_name(conn));
+		pgconn_close(conn);
+	}
+}
+
+/* After a failed statement: roll back both databases, drop broken connections. */
 static pgqlua_status db_failure(pgqlua_consumer *c, const char *what, const char *err)
 {
-	const char *hint = strstr(err, "pgqlua.failed_event") ? " (run `pgqlua install CONFIG`)" : "";
+	const char *hint = strstr(err, "pgqlua.") ? " (run `pgqlua install CONFIG`)" : "";
 	snprintf(c->last_error, sizeof(c->last_error), "%s: %s%s", what, err, hint);
 	/* before the first poll the caller reports it (pgqlua run exits) */
 	if (c->polled)
 		log_error("%s", c->last_error);
-	pgq_rollback(c->conn);
-	if (pgconn_is_ok(c->conn) && PQpipelineStatus(pgconn_pg(c->conn)) != PQ_PIPELINE_OFF)
-		pgconn_close(c->conn);   /* cannot be trusted any more */
-	if (!pgconn_is_ok(c->conn)) {
-		log_warn("connection to %s lost; the open batch will be delivered again",
-		         pgconn_safe_name(c->conn));
-		pgconn_close(c->conn);
-	}
+	conn_reset(c->tconn);
+	conn_reset(c->conn);
 	return PGQLUA_ERR_DB;
 }
+
+#ifdef PGQLUA_FAULT_INJECTION
+/* Tests only: PGQLUA_FAULT=point kills the process there, as a crash would. */
+static void fault_point(const char *point)
+{
+	const char *f = getenv("PGQLUA_FAULT");
+	if (f && strcmp(f, point) == 0) {
+		log_warn("fault injection: killed at %s", point);
+		raise(SIGKILL);
+	}
+}
+#else
+#define fault_point(point) ((void)0)
+#endif
 
 static event_step send_to_failed(pgqlua_consumer *c, const PGresult *res, int row, const char *reason)
 {
@@ -331,13 +369,84 @@ static void log_outcome(const char *id, const lb_result *r)
 	}
 }
 
+/* The source's side of an event's final outcome: a retry or a failed row;
+ * a remote consumer also records it in the target.  action is "ok",
+ * "retry" or "failed". */
+static event_step apply_outcome(pgqlua_consumer *c, const PGresult *res, int row, const char *action,
+                                double delay, const char *reason)
+{
+	char err[1024];
+	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
+
+	if (c->tconn && !c->replaying && (c->cfg->remote_event_mode || strcmp(action, "ok") != 0)) {
+		if (remote_record_event(c->tconn, c->cfg->queue_name, c->cfg->consumer_name, c->batch_id, id,
+		                        action, delay, reason, err, sizeof(err)) != 0) {
+			db_failure(c, "recording the event in the target", err);
+			return STEP_DB_ERROR;
+		}
+	}
+	if (strcmp(action, "failed") == 0)
+		return send_to_failed(c, res, row, reason);
+	if (strcmp(action, "retry") == 0) {
+		if (pgq_retry_event(c->conn, c->cfg->queue_name, c->cfg->consumer_name, res, row, delay, err,
+		                    sizeof(err)) != 0) {
+			db_failure(c, "pgq.event_retry_raw", err);
+			return STEP_DB_ERROR;
+		}
+		c->stats.retries++;
+	}
+	return STEP_NEXT;
+}
+
+/* Remote event mode: each event's target work commits on its own. */
+static event_step commit_target_event(pgqlua_consumer *c)
+{
+	char err[1024];
+	if (!c->tconn || !c->cfg->remote_event_mode)
+		return STEP_NEXT;
+	if (pgconn_cmd(c->tconn, "commit; begin", err, sizeof(err)) != 0) {
+		db_failure(c, "committing the event in the target", err);
+		return STEP_DB_ERROR;
+	}
+	ldb_after_commit(&c->db);
+	return STEP_NEXT;
+}
+
+/* An event the target already has (a batch or, in event mode, an event
+ * committed there before a crash): apply its recorded outcome only. */
+static int replay_event(pgqlua_consumer *c, const PGresult *res, int row, event_step *step)
+{
+	char err[1024], action[16], reason[1200];
+	double delay;
+	int found;
+	if (!c->tconn || (!c->replaying && !c->cfg->remote_event_mode))
+		return 0;
+	found = remote_find_event(c->tconn, c->cfg->queue_name, c->cfg->consumer_name, c->batch_id,
+	                          PQgetvalue(res, row, PGQ_EV_ID), action, sizeof(action), &delay, reason,
+	                          sizeof(reason), err, sizeof(err));
+	if (found < 0) {
+		db_failure(c, "looking the event up in the target", err);
+		*step = STEP_DB_ERROR;
+		return 1;
+	}
+	if (!found && !c->replaying)
+		return 0;   /* event mode: not done yet, run the script */
+	log_debug("event %s: already done in the target (%s); not run again",
+	          PQgetvalue(res, row, PGQ_EV_ID), found ? action : "ok");
+	*step = found ? apply_outcome(c, res, row, action, delay, reason) : STEP_NEXT;
+	return 1;
+}
+
 static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res, int row)
 {
 	lb_result r;
 	char err[1024];
 	long long retry;
 	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
+	event_step step;
 
+	if (replay_event(c, res, row, &step))
+		return step;
 	ldb_event_begin(&c->db);
 	lb_call_event(c->script, res, row, &r);
 	if (c->stop_requests > 1)
@@ -356,40 +465,39 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 	c->stats.events++;
 	switch (r.outcome) {
 	case LB_OK:
-		return STEP_NEXT;
+		step = apply_outcome(c, res, row, "ok", 0, NULL);
+		break;
 	case LB_FAILED:
-		return send_to_failed(c, res, row, r.msg);
-	case LB_ERROR:
-		c->stats.errors++;
-		log_warn("event %s: script error: %s", id, r.msg);
+		step = apply_outcome(c, res, row, "failed", 0, r.msg);
 		break;
-	case LB_RETRY:
-	case LB_ABORT:
+	default:
+		if (r.outcome == LB_ERROR) {
+			c->stats.errors++;
+			log_warn("event %s: script error: %s", id, r.msg);
+		}
+		/* RETRY or an error: back through PgQ, unless retries are used up */
+		retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
+		if (retry >= c->cfg->max_retries) {
+			char reason[1200];
+			snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
+			         r.msg[0] ? r.msg : "retried by the script");
+			step = apply_outcome(c, res, row, "failed", 0, reason);
+			break;
+		}
+		if (r.delay < 0)
+			r.delay = c->cfg->retry_delay;
+		log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r.delay, r.msg[0] ? ": " : "", r.msg);
+		step = apply_outcome(c, res, row, "retry", r.delay, NULL);
 		break;
 	}
-	/* RETRY or an error: back through PgQ, unless retries are used up */
-	retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
-	if (retry >= c->cfg->max_retries) {
-		char reason[1200];
-		snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
-		         r.msg[0] ? r.msg : "retried by the script");
-		return send_to_failed(c, res, row, reason);
-	}
-	if (r.delay < 0)
-		r.delay = c->cfg->retry_delay;
-	log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r.delay, r.msg[0] ? ": " : "", r.msg);
-	if (pgq_retry_event(c->conn, c->cfg->queue_name, c->cfg->consumer_name, res, row, r.delay, err,
-	                    sizeof(err)) != 0) {
-		db_failure(c, "pgq.event_retry_raw", err);
-		return STEP_DB_ERROR;
-	}
-	c->stats.retries++;
-	return STEP_NEXT;
+	return step == STEP_NEXT ? commit_target_event(c) : step;
 }
 
 static pgqlua_status consumer_abort_batch(pgqlua_consumer *c, const char *why)
 {
 	ldb_batch_end(&c->db);
+	if (c->tconn)
+		pgq_rollback(c->tconn);
 	pgq_rollback(c->conn);
 	c->stats.aborts++;
 	log_warn("batch rolled back (%s); it will be delivered again", why);
@@ -435,9 +543,27 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	res = pgq_open_batch(c->conn, b->batch_id, c->cfg->fetch_size, err, sizeof(err));
 	if (!res)
 		return db_failure(c, "opening the batch cursor", err);
-	ldb_batch_begin(&c->db, c->conn);
-	if (consumer_batch_hook(c, 0, b, &st) != 0)
+	c->batch_id = b->batch_id;
+	c->replaying = 0;
+	if (c->tconn) {
+		long long done;
+		if (pgconn_cmd(c->tconn, "begin", err, sizeof(err)) != 0 ||
+		    remote_last_batch(c->tconn, c->cfg->queue_name, c->cfg->consumer_name, &done, err,
+		                      sizeof(err)) != 0) {
+			st = db_failure(c, "opening the target transaction", err);
+			goto out;
+		}
+		c->replaying = done == b->batch_id;
+		if (c->replaying)
+			log_info("the target already committed this batch: finishing it without running the script");
+	}
+	ldb_batch_begin(&c->db, c->tconn ? c->tconn : c->conn);
+	if (!c->replaying && (consumer_batch_hook(c, 0, b, &st) != 0 ||
+	                      commit_target_event(c) != STEP_NEXT)) {
+		if (st == PGQLUA_OK)
+			st = PGQLUA_ERR_DB;
 		goto out;
+	}
 	for (;;) {
 		int n = PQntuples(res);
 		for (int i = 0; i < n; i++) {
@@ -477,13 +603,27 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 			goto out;
 		}
 	}
-	if (consumer_batch_hook(c, 1, b, &st) != 0)
+	if (!c->replaying && consumer_batch_hook(c, 1, b, &st) != 0)
 		goto out;
 	ldb_batch_end(&c->db);
+	if (c->tconn) {
+		/* the safe order: the target commits the work and the batch's
+		 * mark first; then the source finishes the batch */
+		if (c->replaying)
+			pgq_rollback(c->tconn);
+		else if (remote_record_batch(c->tconn, c->cfg->queue_name, c->cfg->consumer_name, b->batch_id,
+		                             b->cur_tick_id, err, sizeof(err)) != 0 ||
+		         (fault_point("before_target_commit"), pgconn_cmd(c->tconn, "commit", err, sizeof(err))) != 0) {
+			st = db_failure(c, "committing the batch in the target", err);
+			goto out;
+		}
+		fault_point("after_target_commit");
+	}
 	if (pgq_finish_batch(c->conn, b->batch_id, err, sizeof(err)) != 0) {
 		st = db_failure(c, "finishing the batch", err);
 		goto out;
 	}
+	fault_point("after_source_commit");
 	c->stats.batches++;
 	c->stats.lag = b->lag;
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
@@ -493,9 +633,27 @@ out:
 	return st;
 }
 
+static int consumer_connect_target(pgqlua_consumer *c)
+{
+	char err[1024];
+	if (!c->tconn || pgconn_is_ok(c->tconn))
+		return 0;
+	if (pgconn_connect(c->tconn, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "target: %s", err);
+		if (c->polled)
+			log_error("%s", c->last_error);
+		return -1;
+	}
+	if (c->polled)
+		log_info("reconnected to the target %s", pgconn_safe_name(c->tconn));
+	return 0;
+}
+
 static int consumer_connect(pgqlua_consumer *c)
 {
 	char err[1024];
+	if (consumer_connect_target(c) != 0)
+		return -1;
 	if (pgconn_is_ok(c->conn))
 		return 0;
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
@@ -582,6 +740,17 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err,
 		                         sizeof(err)) != PGQ_DONE) {
 			snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+			note(c, NOTE_START_FAILED, c->last_error);
+			return PGQLUA_ERR_DB;
+		}
+	}
+	if (c->tconn) {
+		char err[1024];
+		long long done;
+		if (remote_last_batch(c->tconn, c->cfg->queue_name, c->cfg->consumer_name, &done, err,
+		                      sizeof(err)) != 0) {
+			snprintf(c->last_error, sizeof(c->last_error), "target %s: %s%s", pgconn_safe_name(c->tconn),
+			         err, strstr(err, "pgqlua.") ? " (run `pgqlua install CONFIG`)" : "");
 			note(c, NOTE_START_FAILED, c->last_error);
 			return PGQLUA_ERR_DB;
 		}

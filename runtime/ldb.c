@@ -68,6 +68,12 @@ int ldb_event_end(ldb_state *st, int keep, char *err, size_t errlen)
 	return rc;
 }
 
+void ldb_after_commit(ldb_state *st)
+{
+	st->savepoint_open = 0;
+	st->release_pending = 0;
+}
+
 void ldb_batch_begin(ldb_state *st, pgconn *conn)
 {
 	st->conn = conn;

@@ -32,6 +32,10 @@ void ldb_push(lua_State *L, ldb_state *st, int null_ref);
 void ldb_event_begin(ldb_state *st);
 int ldb_event_end(ldb_state *st, int keep, char *err, size_t errlen);
 
+/* The transaction the handle works in was committed (remote event mode):
+ * no savepoint of ours exists any more. */
+void ldb_after_commit(ldb_state *st);
+
 /* Batch boundaries: the handle works only between these. */
 void ldb_batch_begin(ldb_state *st, pgconn *conn);
 void ldb_batch_end(ldb_state *st);

@@ -12,6 +12,34 @@
 #include <string.h>
 #include <unistd.h>
 
+static void query_target(const config *cfg, monitor_info *out)
+{
+	pgconn *t = pgconn_new(cfg->target_db);
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	PGresult *res = NULL;
+	char err[512];
+
+	out->has_target = 1;
+	out->target_batch = -1;
+	if (!t || pgconn_connect(t, err, sizeof(err)) != 0 ||
+	    !(res = pgconn_exec(t,
+	                        "select batch_id, tick_id, extract(epoch from now() - completed_at)::float8"
+	                        " from pgqlua.remote_batch where queue_name = $1 and consumer_name = $2",
+	                        2, p, err, sizeof(err)))) {
+		snprintf(out->target_error, sizeof(out->target_error), "%s", t ? err : "out of memory");
+		goto done;
+	}
+	out->target_batch = 0;
+	if (PQntuples(res) == 1) {
+		out->target_batch = atoll(PQgetvalue(res, 0, 0));
+		out->target_tick = atoll(PQgetvalue(res, 0, 1));
+		out->target_age = atof(PQgetvalue(res, 0, 2));
+	}
+done:
+	PQclear(res);
+	pgconn_free(t);
+}
+
 int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *err, size_t errlen)
 {
 	pgconn *c = pgconn_new(cfg->db);
@@ -50,6 +78,8 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 		out->failed = atoll(PQgetvalue(res, 0, 5));
 	}
 	rc = 0;
+	if (cfg->target_db)
+		query_target(cfg, out);
 done:
 	PQclear(res);
 	pgconn_free(c);
@@ -138,6 +168,15 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 			if (fail_st > st)
 				st = fail_st;
 		}
+	}
+	if (m.has_target) {
+		size_t n = strlen(why);
+		if (m.target_batch < 0) {
+			snprintf(why + n, sizeof(why) - n, "%starget unreachable: %s", n ? "; " : "", m.target_error);
+			st = st > 1 ? st : 2;
+		} else
+			snprintf(why + n, sizeof(why) - n, "%starget at batch %lld (tick %lld), source at tick %lld",
+			         n ? "; " : "", m.target_batch, m.target_tick, m.last_tick);
 	}
 	printf("PGQLUA %s - consumer %s on queue %s: %s%slag %.1fs, last seen %.1fs ago, %lld pending, %lld failed"
 	       "|lag=%.3fs;%g;%g last_seen=%.3fs;%g;%g pending=%lld failed=%lld;%g;%g\n",

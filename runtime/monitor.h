@@ -17,6 +17,11 @@ typedef struct monitor_info {
 	long long failed;     /* rows in pgqlua.failed_event; -1 if the table is missing */
 	long long last_tick;
 	long long current_batch; /* 0: none open */
+	int has_target;          /* remote consumer: the target's figures below */
+	long long target_batch;  /* last batch the target committed (0: none; -1: unknown) */
+	long long target_tick;
+	double target_age;       /* seconds since then */
+	char target_error[256];  /* why the target could not be read */
 } monitor_info;
 
 /* Connect and read the consumer's figures.  0, or -1 with err (database

@@ -392,6 +392,14 @@ int service_status(const char *config_path, int json)
 			printf(",\"database_error\":");
 			json_str(stdout, err);
 		}
+		if (dbok && m.has_target) {
+			printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m.last_tick,
+			       m.target_batch, m.target_tick);
+			if (m.target_batch < 0) {
+				printf(",\"target_error\":");
+				json_str(stdout, m.target_error);
+			}
+		}
 		printf("}\n");
 	} else {
 		if (running) {
@@ -408,6 +416,13 @@ int service_status(const char *config_path, int json)
 		else
 			printf("pgq: lag %.1fs, last seen %.1fs ago, %lld pending events, %lld failed events\n", m.lag,
 			       m.last_seen, m.pending, m.failed < 0 ? 0 : m.failed);
+		if (dbok && m.has_target) {
+			if (m.target_batch < 0)
+				printf("target: %s\n", m.target_error);
+			else
+				printf("target: last completed batch %lld (tick %lld, %.1fs ago); source at tick %lld\n",
+				       m.target_batch, m.target_tick, m.target_age, m.last_tick);
+		}
 	}
 	config_free(cfg);
 	return running ? EXIT_OK_ : EXIT_NOT_RUNNING;

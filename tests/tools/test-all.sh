@@ -37,7 +37,7 @@ run_suite() {   # BUILD_DIR CMAKE_ARGS...
 	local dir=$1
 	shift
 	echo "==> build $dir"
-	cmake -S . -B "$dir" -DPGQLUA_WERROR=ON "$@" > "$dir.cmake.log" 2>&1 || { cat "$dir.cmake.log"; return 1; }
+	cmake -S . -B "$dir" -DPGQLUA_WERROR=ON -DPGQLUA_FAULT_INJECTION=ON "$@" > "$dir.cmake.log" 2>&1 || { cat "$dir.cmake.log"; return 1; }
 	cmake --build "$dir" -j"$jobs"
 	echo "==> ctest in $dir"
 	# shellcheck disable=SC2086

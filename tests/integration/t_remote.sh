@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Remote consumers: the queue in pgqlua_test, the work in pgqlua_target.
+# Both remote modes; RETRY / FAILED / ABORT_BATCH against the target; SIGKILL
+# at the commit points (fault injection) and at random moments, and the
+# target's backend terminated mid-batch: every event's effect lands in the
+# target exactly once.
+source "$(dirname "$0")/lib.sh"
+reset_queues q_rb q_re q_rpath q_rcrash q_rev
+T="host=$PGHOST port=$PGPORT user=$PGUSER dbname=pgqlua_target"
+tsql() { psql -X -q -A -t -v ON_ERROR_STOP=1 -d pgqlua_target -c "$1"; }
+tsql "drop table if exists r_remote; create table r_remote (q text, ev_id bigint, data text, retry int)"
+tsql "delete from pgqlua.remote_batch; delete from pgqlua.remote_event" > /dev/null 2>&1 || true
+sql "drop table if exists r_remote"   # the queue database must stay untouched
+
+SCRIPT='
+function process_event(ev, db)
+  db:exec("insert into r_remote values ($1, $2, $3, $4)", os.getenv("PGQLUA_TEST_Q") or "?", ev.id, ev.data, ev.retry)
+  if ev.data == "retry" and ev.retry < 1 then return pgq.EVENT_RETRY, 0 end
+  if ev.data == "fail" then return pgq.EVENT_FAILED, "refused" end
+  if ev.data == "abort" and ev.retry == 0 and not aborted then aborted = true; return pgq.ABORT_BATCH end
+  if ev.data == "slow" then db:exec("select pg_sleep(0.005)") end
+end'
+
+# ---- both modes, the result paths
+for mode in batch event; do
+	q=q_r${mode:0:1}
+	new_consumer "$q" "c_$mode" "$SCRIPT" "target_db: \"$T\"
+remote_mode: $mode
+max_retries: 3"
+	expect_match "install creates the target's schema ($mode)" "target .*dbname=pgqlua_target.*: schema pgqlua ready" \
+		"$(cat "$WORK/c_$mode.install.out")"
+	sql "select pgq.insert_event('$q', 'x', d) from unnest(array['a','retry','fail','b']) d" > /dev/null
+	export PGQLUA_TEST_Q=$q
+	drain "$q" "c_$mode" 60 || fail "$q did not drain"
+	expect_eq "$mode mode: OK and retried events land in the target once; RETRY and FAILED writes are rolled back" \
+		"a:0,b:0,retry:1" "$(tsql "select string_agg(data || ':' || retry, ',' order by data) from r_remote where q = '$q'")"
+	expect_eq "$mode mode: the FAILED event is in the queue database's failed table" "fail|refused" \
+		"$(sql "select ev_data || '|' || reason from pgqlua.failed_event where queue_name = '$q'")"
+	expect_eq "$mode mode: the target records the last completed batch" "t" \
+		"$(tsql "select batch_id > 0 from pgqlua.remote_batch where queue_name = '$q'")"
+done
+expect_eq "nothing was written to the queue's database" "" "$(sql "select to_regclass('public.r_remote')")"
+
+# ---- ABORT_BATCH rolls the target back; the batch comes again
+new_consumer q_rpath c_rpath "$SCRIPT" "target_db: \"$T\""
+export PGQLUA_TEST_Q=q_rpath
+sql "begin; select pgq.insert_event('q_rpath', 'x', d) from unnest(array['one','abort','three']) d; commit" > /dev/null
+wait_until 30 ticked q_rpath || fail "q_rpath never ticked"
+"$PGQLUA" run "$WORK/c_rpath.yaml" >> "$WORK/c_rpath.log" 2>&1 &
+pid=$!
+CHILD_PIDS+=("$pid")
+wait_until 60 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c \"select count(*) from r_remote where q = 'q_rpath'\")\" -ge 3 ]" || true
+wait_until 60 drained q_rpath c_rpath > /dev/null || fail "q_rpath did not drain"
+expect_eq "after ABORT_BATCH each event is in the target once" "abort,one,three" \
+	"$(tsql "select string_agg(data, ',' order by data) from r_remote where q = 'q_rpath'")"
+expect_match "status shows the target's last batch beside the source's tick" \
+	"target: last completed batch [0-9]+ \(tick [0-9]+, [0-9.]+s ago\); source at tick [0-9]+" "$("$PGQLUA" status "$WORK/c_rpath.yaml")"
+expect_match "check shows it too" "^PGQLUA OK - .*target at batch [0-9]+ \(tick [0-9]+\), source at tick [0-9]+" \
+	"$("$PGQLUA" check "$WORK/c_rpath.yaml")"
+kill -TERM "$pid"; wait "$pid" || true
+
+# ---- crashes: SIGKILL at the commit points and at random moments
+crash_round() {   # QUEUE CONSUMER MODE N_BATCHES
+	local q=$1 c=$2 total=0 kills=0 point
+	export PGQLUA_TEST_Q=$q
+	for i in $(seq 1 "$4"); do
+		sql "select pgq.insert_event('$q', 'x', 'slow') from generate_series(1, 50)" > /dev/null
+		total=$((total + 50))
+		wait_until 30 ticked "$q" || fail "$q never ticked"
+		if [ "${PGQLUA_FAULT_BUILD:-0}" == 1 ] && [ $((i % 2)) == 0 ]; then
+			case $((i % 6)) in
+				0) point=after_target_commit ;;
+				2) point=before_target_commit ;;
+				*) point=after_source_commit ;;
+			esac
+			set +e
+			PGQLUA_FAULT=$point "$PGQLUA" run --once "$WORK/$c.yaml" >> "$WORK/$c.log" 2>&1
+			[ $? == 137 ] && kills=$((kills + 1))
+			set -e
+		else
+			"$PGQLUA" run "$WORK/$c.yaml" >> "$WORK/$c.log" 2>&1 &
+			local rp=$!
+			# kill it at a moment when part of the batch may be done
+			local target=$(( total - 50 + RANDOM % 50 ))
+			wait_until 30 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c \"select count(*) from r_remote where q = '$q'\")\" -ge $target ]" || true
+			kill -9 "$rp" 2>/dev/null && kills=$((kills + 1))
+			wait "$rp" 2>/dev/null || true
+		fi
+	done
+	drain "$q" "$c" 120 || fail "$q did not drain after the crashes"
+	echo "# $3 mode: $total events, $kills kills"
+	[ "$kills" -ge 10 ] && ok "$3 mode: at least 10 kills happened ($kills)" || fail "$3 mode: only $kills kills"
+	expect_eq "$3 mode: after $kills kills every one of $total events is in the target exactly once" "$total|$total" \
+		"$(tsql "select count(*), count(distinct ev_id) from r_remote where q = '$q'")"
+}
+new_consumer q_rcrash c_rcrash "$SCRIPT" "target_db: \"$T\"
+log_level: info"
+crash_round q_rcrash c_rcrash batch 24
+if [ "${PGQLUA_FAULT_BUILD:-0}" == 1 ]; then
+	expect_match "the fault points were hit" "fault injection: killed at after_target_commit" "$(cat "$WORK/c_rcrash.log")"
+	expect_match "a batch the target already had was finished without running the script" \
+		"the target already committed this batch" "$(cat "$WORK/c_rcrash.log")"
+fi
+new_consumer q_rev c_rev "$SCRIPT" "target_db: \"$T\"
+remote_mode: event
+log_level: info"
+crash_round q_rev c_rev event 16
+
+# ---- the target's backend terminated mid-batch
+export PGQLUA_TEST_Q=q_rev
+before=$(tsql "select count(*) from r_remote where q = 'q_rev'")
+sql "select pgq.insert_event('q_rev', 'x', 'slow') from generate_series(1, 400)" > /dev/null
+"$PGQLUA" run "$WORK/c_rev.yaml" >> "$WORK/c_rev.log" 2>&1 &
+pid=$!
+CHILD_PIDS+=("$pid")
+for k in 1 2 3; do
+	wait_until 30 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c \"select count(*) from r_remote where q = 'q_rev'\")\" -gt $((before + k * 60)) ]" || true
+	tsql "select pg_terminate_backend(pid) from pg_stat_activity where datname = 'pgqlua_target' and application_name = 'pgqlua'" > /dev/null
+done
+wait_until 120 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c \"select count(*) from r_remote where q = 'q_rev'\")\" -ge $((before + 400)) ]" \
+	|| fail "not all events arrived after the target's backend was terminated"
+kill -TERM "$pid"; wait "$pid" || true
+expect_eq "after the target's backend was terminated 3 times, each event is in the target once" "$((before + 400))|$((before + 400))" \
+	"$(tsql "select count(*), count(distinct ev_id) from r_remote where q = 'q_rev'")"
+expect_match "the consumer reconnected to the target" "reconnected to the target" "$(cat "$WORK/c_rev.log")"
+finish
