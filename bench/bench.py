@@ -108,20 +108,25 @@ def fill_queue(cl, q, n, b, consumers):
         cl.sql("select pgq.register_consumer(%s, %s)", [q, c])
     t0 = time.time()
     # One transaction per chunk of b events and a tick between chunks (a tick
-    # sees only committed events).  pgqd may tick a chunk itself right after
-    # its commit: the explicit ticker() then finds nothing new (max_count b).
+    # sees only committed events).  The queue stays paused for pgqd (its
+    # ticker racing ours would add empty batches); ours unpauses it inside
+    # the chunk's transaction, so pgqd never sees it unpaused.
+    cl.sql("select pgq.set_queue_config(%s, 'ticker_paused', 'true')", [q])
     cl.sql("""do $$
 declare q text := %s; n int := %s; b int := %s;
 begin
   for c in 0 .. (n + b - 1) / b - 1 loop
+    perform pgq.set_queue_config(q, 'ticker_paused', 'false');
     perform pgq.ticker(q);
+    perform pgq.set_queue_config(q, 'ticker_paused', 'true');
     perform pgq.insert_event(q, 'x', 'id=' || i || '&name=bench')
        from generate_series(c * b + 1, least(c * b + b, n)) i;
     commit;
   end loop;
 end $$""" % (psycopg2.extensions.adapt(q).getquoted().decode(), n, b))
-    cl.sql("select pgq.set_queue_config(%s, 'ticker_max_count', '1')", [q])
-    cl.sql("select pgq.ticker(%s)", [q])
+    cl.sql("select pgq.set_queue_config(%s, 'ticker_max_count', '1'),"
+           " pgq.set_queue_config(%s, 'ticker_paused', 'false'), pgq.ticker(%s),"
+           " pgq.set_queue_config(%s, 'ticker_paused', 'true')", [q, q, q, q])
     ticks = cl.one("select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue"
                    " where q.queue_name = %s", [q]) - 1
     log("  filled %s: %d events, %d ticks after the start, %.1fs" % (q, n, ticks, time.time() - t0))
