@@ -47,6 +47,7 @@ static const cfg_key cfg_keys[] = {
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
+	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},
 	{"retry_delay", CFG_SECONDS, OFF(retry_delay), "60", 0, 0, "default seconds before a retried event comes back"},
 	{"max_retries", CFG_INT, OFF(max_retries), "5", 0, 0, "retries before an event goes to the failed-event table"},
 	{"fetch_size", CFG_INT, OFF(fetch_size), "300", 0, 0, "events fetched from the batch cursor at a time"},

@@ -25,6 +25,7 @@ typedef struct config {
 	double shutdown_timeout; /* seconds `pgqlua stop` waits */
 
 	double loop_delay;
+	int wakeup;              /* LISTEN for ticks instead of only sleeping loop_delay */
 	double retry_delay;
 	int max_retries;
 	int fetch_size;

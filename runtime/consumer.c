@@ -50,6 +50,7 @@ struct pgqlua_consumer {
 	double next_stats;         /* monotonic time of the next stats line */
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
+	int listening;             /* LISTEN pgqlua_tick is active on conn */
 	char last_error[1024];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	int syslog_fallback;        /* no logfile configured: syslog, not stderr */
@@ -239,18 +240,51 @@ void pgqlua_request_reload(pgqlua_consumer *c)
 	errno = saved;
 }
 
-/* Sleep up to secs, waking at once on stop or reload. */
+/* Take the tick notifications libpq has read; 1 if one was for our queue. */
+static int take_ticks(pgqlua_consumer *c)
+{
+	PGconn *pg = pgconn_pg(c->conn);
+	PGnotify *n;
+	int ours = 0;
+	if (!pg || !PQconsumeInput(pg))
+		return 0;
+	while ((n = PQnotifies(pg)) != NULL) {
+		ours |= strcmp(n->extra, c->cfg->queue_name) == 0;
+		PQfreemem(n);
+	}
+	return ours;
+}
+
+/* Sleep up to secs, waking at once on stop or reload, and on a tick of our
+ * queue when wakeup is on. */
 static void consumer_sleep(pgqlua_consumer *c, double secs)
 {
-	struct pollfd pfd = {c->wake_r, POLLIN, 0};
+	struct pollfd pfd[2] = {{c->wake_r, POLLIN, 0}, {-1, POLLIN, 0}};
+	double until = now_mono() + (secs > 3600 ? 3600 : secs);
 	char buf[64];
+
 	if (c->stop_requests || c->reload_requested)
 		return;
-	if (secs > 3600)
-		secs = 3600;   /* the loop wakes at least hourly; int milliseconds stay in range */
-	if (poll(&pfd, 1, (int)(secs * 1000)) > 0)
-		while (read(c->wake_r, buf, sizeof(buf)) > 0)
-			;
+	if (c->listening && pgconn_is_ok(c->conn)) {
+		(void)take_ticks(c);   /* older than the last next_batch: stale */
+		pfd[1].fd = PQsocket(pgconn_pg(c->conn));
+	}
+	for (;;) {
+		double left = until - now_mono();
+		int r;
+		if (left <= 0)
+			return;
+		r = poll(pfd, pfd[1].fd >= 0 ? 2 : 1, (int)(left * 1000) + 1);
+		if (r <= 0)
+			return;
+		if (pfd[0].revents) {
+			while (read(c->wake_r, buf, sizeof(buf)) > 0)
+				;
+			return;
+		}
+		if (pfd[1].revents && (take_ticks(c) || !pgconn_is_ok(c->conn)))
+			return;
+	}
 }
 
 static double next_backoff(pgqlua_consumer *c)
@@ -666,6 +700,7 @@ static int consumer_connect(pgqlua_consumer *c)
 		log_info("reconnected to %s", pgconn_safe_name(c->conn));
 	else
 		log_debug("connected to %s", pgconn_safe_name(c->conn));
+	c->listening = c->cfg->wakeup && pgconn_cmd(c->conn, "listen pgqlua_tick", err, sizeof(err)) == 0;
 	return 0;
 }
 

@@ -24,7 +24,16 @@ static const char schema_sql[] =
 	" ev_extra4 text,"
 	" reason text not null,"
 	" failed_at timestamptz not null default now(),"
-	" primary key (queue_name, consumer_name, ev_id))";
+	" primary key (queue_name, consumer_name, ev_id));"
+	/* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
+	"create or replace function pgqlua.notify_tick() returns trigger language plpgsql as $f$"
+	" begin"
+	"  perform pg_notify('pgqlua_tick', q.queue_name) from pgq.queue q where q.queue_id = new.tick_queue;"
+	"  return null;"
+	" end $f$;"
+	"drop trigger if exists pgqlua_notify_tick on pgq.tick;"
+	"create trigger pgqlua_notify_tick after insert on pgq.tick"
+	" for each row execute function pgqlua.notify_tick()";
 
 int failed_install_schema(pgconn *c, char *err, size_t errlen)
 {
