@@ -252,6 +252,10 @@ static int cmd_install(cli_args *a)
 		goto out;
 	}
 	printf("schema pgqlua: ready\n");
+	if (failed_install_wakeup(c, err, sizeof(err)) == 0)
+		printf("tick wake-up: ready\n");
+	else
+		printf("tick wake-up: not installed (%s); consumers poll every loop_delay\n", err);
 	if (cfg->target_db) {
 		pgconn *t = pgconn_new(cfg->target_db);
 		if (!t || pgconn_connect(t, err, sizeof(err)) != 0) {

@@ -24,8 +24,10 @@ static const char schema_sql[] =
 	" ev_extra4 text,"
 	" reason text not null,"
 	" failed_at timestamptz not null default now(),"
-	" primary key (queue_name, consumer_name, ev_id));"
-	/* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
+	" primary key (queue_name, consumer_name, ev_id))";
+
+/* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
+static const char wakeup_sql[] =
 	"create or replace function pgqlua.notify_tick() returns trigger language plpgsql as $f$"
 	" begin"
 	"  perform pg_notify('pgqlua_tick', q.queue_name) from pgq.queue q where q.queue_id = new.tick_queue;"
@@ -42,6 +44,16 @@ int failed_install_schema(pgconn *c, char *err, size_t errlen)
 	                  " set local client_min_messages = warning", err, errlen) == 0 &&
 	    pgconn_cmd(c, schema_sql, err, errlen) == 0 &&
 	    pgconn_cmd(c, "commit", err, errlen) == 0)
+		return 0;
+	pgq_rollback(c);
+	return -1;
+}
+
+int failed_install_wakeup(pgconn *c, char *err, size_t errlen)
+{
+	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(7236354);"
+	                  " set local client_min_messages = warning", err, errlen) == 0 &&
+	    pgconn_cmd(c, wakeup_sql, err, errlen) == 0 && pgconn_cmd(c, "commit", err, errlen) == 0)
 		return 0;
 	pgq_rollback(c);
 	return -1;

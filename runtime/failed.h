@@ -12,6 +12,9 @@
 /* Create schema pgqlua and its tables if missing (idempotent). */
 int failed_install_schema(pgconn *c, char *err, size_t errlen);
 
+/* The tick NOTIFY trigger on pgq.tick (needs the owner of pgq.tick). */
+int failed_install_wakeup(pgconn *c, char *err, size_t errlen);
+
 /* Record row `row` of a batch cursor result as failed, with a reason. */
 int failed_record(pgconn *c, const char *queue, const char *consumer,
                   const PGresult *res, int row, const char *reason,
