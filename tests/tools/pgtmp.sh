@@ -298,7 +298,7 @@ database_list = $(IFS=,; dbs="${DATABASES[*]}"; echo "${dbs//,/, }")
 logfile = $DIR/pgqd.log
 pidfile = $DIR/pgqd.pid
 syslog = 0
-ticker_period = 0.1
+ticker_period = ${PGTMP_TICKER_PERIOD:-0.1}
 retry_period = 0.2
 maint_period = 5
 EOF
