@@ -442,6 +442,10 @@ config_status config_parse_string(const char *text, const char *name, config **o
 	st = parse_events(&parser, cfg, name, err, errlen);
 	yaml_parser_delete(&parser);
 	if (st != CONFIG_OK) {
+		/* one line (config.h): a quoted key, value or ${name} may hold line breaks */
+		for (char *c = err; errlen > 0 && *c; c++)
+			if (*c == '\n' || *c == '\r')
+				*c = ' ';
 		config_free(cfg);
 		return st;
 	}
