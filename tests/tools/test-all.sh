@@ -9,13 +9,15 @@
 #   tests/tools/test-all.sh            # what CI runs (.ci/run)
 #   PGQLUA_SKIP_APT=1 ...              # do not touch packages
 #   PGQLUA_SKIP_SANITIZE=1 ...         # one build only
+#   PGQLUA_SKIP_FUZZ=1 ...             # no libFuzzer step (tests/fuzz/README.md)
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
 PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev
           lua-busted lua-check lua-dkjson postgresql-15 postgresql-client-15
-          postgresql-15-pgq3 pgqd valgrind procps lua-yaml)
+          postgresql-15-pgq3 pgqd valgrind procps lua-yaml
+          clang libclang-rt-14-dev)   # the fuzz step: clang-14 and its libclang_rt.fuzzer
 
 if [[ ${PGQLUA_SKIP_APT:-0} != 1 ]]; then
 	missing=()
@@ -51,5 +53,13 @@ if [[ ${PGQLUA_SKIP_SANITIZE:-0} != 1 ]]; then
 	# the 1M-event memory test measures RSS: meaningless under ASan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	CTEST_ARGS="-E bigbatch" run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPGQLUA_SANITIZE=ON
+fi
+if [[ ${PGQLUA_SKIP_FUZZ:-0} != 1 ]]; then
+	# libFuzzer on the config parser and the payload decoders, clang only,
+	# PGQLUA_FUZZ_SECONDS (30) each in parallel on a copy of tests/fuzz/corpus
+	echo "==> fuzz in build-fuzz"
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGQLUA_FUZZ=ON > build-fuzz.cmake.log 2>&1 || { cat build-fuzz.cmake.log; exit 1; }
+	cmake --build build-fuzz -j"$jobs" --target fuzz_config fuzz_payload
+	(cd build-fuzz && ctest -R '^fuzz_' -j2 --output-on-failure)
 fi
 run_suite build-ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
