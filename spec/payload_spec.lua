@@ -180,6 +180,11 @@ describe("pgqlua.payload", function()
         "pgq.json_decode: no valid JSON value (reached the end)")
     end)
 
+    it("refuses JSON nested too deeply for the decoder with a clear error", function()
+      assert.has_error(function() payload.json_decode(("["):rep(70000)) end,
+        "pgq.json_decode: nested too deeply")
+    end)
+
     it("refuses text after the JSON value", function()
       for _, bad in ipairs({ '{"a":1} garbage', "0x10", "1 2" }) do
         assert.has_error(function() payload.json_decode(bad) end,

@@ -40,7 +40,15 @@ function M.json_decode(s)
   if type(s) ~= "string" then
     error(string.format("pgq.json_decode: expected a string, got %s", s == M.null and "pgq.null" or type(s)), 2)
   end
-  local value, pos, err = json.decode(s, 1, M.null)
+  -- dkjson recurses once per nesting level: some 66,000 levels overflow
+  -- the Lua stack, an error without our prefix
+  local ok, value, pos, err = pcall(json.decode, s, 1, M.null)
+  if not ok then
+    if type(value) == "string" and value:find("stack overflow", 1, true) then
+      error("pgq.json_decode: nested too deeply", 2)
+    end
+    error(value, 0)
+  end
   if err then
     error("pgq.json_decode: " .. err, 2)
   end
