@@ -672,6 +672,10 @@ static int consumer_connect_target(pgqlua_consumer *c)
 	char err[1024];
 	if (!c->tconn || pgconn_is_ok(c->tconn))
 		return 0;
+	if (pgconn_pg(c->tconn)) {
+		log_warn("connection to the target %s lost", pgconn_safe_name(c->tconn));
+		pgconn_close(c->tconn);
+	}
 	if (pgconn_connect(c->tconn, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "target: %s", err);
 		if (c->polled)
@@ -690,6 +694,11 @@ static int consumer_connect(pgqlua_consumer *c)
 		return -1;
 	if (pgconn_is_ok(c->conn))
 		return 0;
+	if (pgconn_pg(c->conn)) {
+		/* it broke while idle (seen by the wake-up's socket watch) */
+		log_warn("connection to %s lost", pgconn_safe_name(c->conn));
+		pgconn_close(c->conn);
+	}
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		if (c->polled)
