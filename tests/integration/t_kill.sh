@@ -29,7 +29,7 @@ for i in $(seq 1 "$KILLS"); do
 	# once it is working on a batch, kill it at a random moment: before,
 	# inside or after a commit
 	wait_until 30 bash -c "psql -XAtqc \"select count(*) from pg_stat_activity where application_name = 'pgqlua' and query like 'insert into r_kill%'\" | grep -q '^[1-9]'" || true
-	sleep "0.$((RANDOM % 3))$((RANDOM % 10))"   # the random kill point itself, not a wait
+	sleep "0.$((RANDOM % 2))$((RANDOM % 10))"   # the random kill point itself, not a wait
 	kill -9 "$pid" && kills=$((kills + 1))
 	wait "$pid" 2>/dev/null || true
 done
