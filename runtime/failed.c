@@ -39,24 +39,12 @@ static const char wakeup_sql[] =
 
 int failed_install_schema(pgconn *c, char *err, size_t errlen)
 {
-	/* the advisory lock makes two concurrent installs safe */
-	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(7236354);"
-	                  " set local client_min_messages = warning", err, errlen) == 0 &&
-	    pgconn_cmd(c, schema_sql, err, errlen) == 0 &&
-	    pgconn_cmd(c, "commit", err, errlen) == 0)
-		return 0;
-	pgq_rollback(c);
-	return -1;
+	return pgconn_install(c, schema_sql, err, errlen);
 }
 
 int failed_install_wakeup(pgconn *c, char *err, size_t errlen)
 {
-	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(7236354);"
-	                  " set local client_min_messages = warning", err, errlen) == 0 &&
-	    pgconn_cmd(c, wakeup_sql, err, errlen) == 0 && pgconn_cmd(c, "commit", err, errlen) == 0)
-		return 0;
-	pgq_rollback(c);
-	return -1;
+	return pgconn_install(c, wakeup_sql, err, errlen);
 }
 
 int failed_record(pgconn *c, const char *queue, const char *consumer, const PGresult *res,

@@ -325,6 +325,18 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 	return out;
 }
 
+int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen)
+{
+	char ignored[256];
+	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(7236354);"
+	                  " set local client_min_messages = warning", err, errlen) == 0 &&
+	    pgconn_cmd(c, sql, err, errlen) == 0 && pgconn_cmd(c, "commit", err, errlen) == 0)
+		return 0;
+	if (pgconn_is_ok(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		(void)pgconn_cmd(c, "rollback", ignored, sizeof(ignored));
+	return -1;
+}
+
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen)
 {
 	PGresult *res = pgconn_exec(c, sql, 0, NULL, err, errlen);

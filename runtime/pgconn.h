@@ -45,6 +45,10 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
                             int nparams, const char *const *params, int *failed_pre,
                             char *err, size_t errlen);
 
+/* Run DDL for `pgqlua install` in one transaction under an advisory lock
+ * (two installs at once are safe), notices quiet; rolled back on error. */
+int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen);
+
 /* Run a simple (possibly multi-statement) command; 0 or -1 with err. */
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen);
 

@@ -30,12 +30,7 @@ static const char remote_schema_sql[] =
 
 int remote_install_schema(pgconn *t, char *err, size_t errlen)
 {
-	if (pgconn_cmd(t, "begin; select pg_advisory_xact_lock(7236354);"
-	                  " set local client_min_messages = warning", err, errlen) == 0 &&
-	    pgconn_cmd(t, remote_schema_sql, err, errlen) == 0 && pgconn_cmd(t, "commit", err, errlen) == 0)
-		return 0;
-	pgq_rollback(t);
-	return -1;
+	return pgconn_install(t, remote_schema_sql, err, errlen);
 }
 
 int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long long *batch_id,
