@@ -50,6 +50,8 @@ struct pgqlua_consumer {
 	double next_stats;         /* monotonic time of the next stats line */
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
+	pgq_batch next;            /* the next batch, read with the last finish_batch */
+	int next_known;            /* 0: ask pgq; 1: next is ready; 2: none was ready */
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
 	char last_error[1024];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
@@ -570,13 +572,17 @@ static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, 
 static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch *b)
 {
 	char err[1024];
-	PGresult *res;
+	PGresult *chunks[2], *res, *ahead;
 	pgqlua_status st = PGQLUA_OK;
 	long long n_events = 0;
+	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
+	int finished;
+	pgq_result nr;
 
-	res = pgq_open_batch(c->conn, b->batch_id, c->cfg->fetch_size, err, sizeof(err));
-	if (!res)
+	if (pgq_open_batch(c->conn, b->batch_id, c->cfg->fetch_size, chunks, err, sizeof(err)) != 0)
 		return db_failure(c, "opening the batch cursor", err);
+	res = chunks[0];
+	ahead = chunks[1];   /* the read-ahead: at most two chunks are held */
 	c->batch_id = b->batch_id;
 	c->replaying = 0;
 	if (c->tconn) {
@@ -630,6 +636,10 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		if (n < c->cfg->fetch_size)
 			break;
 		PQclear(res);
+		res = ahead;
+		ahead = NULL;
+		if (res)
+			continue;
 		res = pgq_fetch_events(c->conn, c->cfg->fetch_size, err, sizeof(err));
 		if (!res) {
 			ldb_batch_end(&c->db);
@@ -653,16 +663,21 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		}
 		fault_point("after_target_commit");
 	}
-	if (pgq_finish_batch(c->conn, b->batch_id, err, sizeof(err)) != 0) {
+	nr = pgq_finish_and_next(c->conn, b->batch_id, c->cfg->queue_name, c->cfg->consumer_name, &k,
+	                         &c->next, &finished, err, sizeof(err));
+	if (!finished) {
 		st = db_failure(c, "finishing the batch", err);
 		goto out;
 	}
+	/* the batch is committed; an error of next_batch shows on the next try */
+	c->next_known = nr == PGQ_DONE ? 1 : nr == PGQ_NONE ? 2 : 0;
 	fault_point("after_source_commit");
 	c->stats.batches++;
 	c->stats.lag = b->lag;
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
 out:
 	PQclear(res);
+	PQclear(ahead);
 	log_set_batch(0);
 	return st;
 }
@@ -722,7 +737,14 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 
 	if (consumer_connect(c) != 0)
 		return PGQLUA_ERR_DB;
-	r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+	if (c->next_known == 1) {
+		b = c->next;
+		r = PGQ_DONE;
+	} else if (c->next_known == 2)
+		r = PGQ_NONE;
+	else
+		r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+	c->next_known = 0;
 	if (r == PGQ_ERROR)
 		return db_failure(c, "pgq.next_batch_custom", err);
 	c->polled = 1;

@@ -33,6 +33,7 @@ struct lb_script {
 	int ref_batch_end;
 	int ref_db;
 	int ref_null;
+	int ref_ev_keys;
 };
 
 static double now_mono(void)
@@ -174,6 +175,8 @@ static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double time
 	}
 	return status;
 }
+
+static void make_ev_keys(lua_State *L, lb_script *s);
 
 /* ---- pgqlua.host: what the runtime lends lua/pgqlua ---- */
 
@@ -319,6 +322,7 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	s->ref_init = ref_function(L, s, "init", 0);
 	s->ref_batch_start = ref_function(L, s, "on_batch_start", 0);
 	s->ref_batch_end = ref_function(L, s, "on_batch_end", 0);
+	make_ev_keys(L, s);
 	ldb_push(L, s->db, s->ref_null);
 	s->ref_db = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -342,13 +346,16 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t er
 	s->cfg = cfg;
 	s->db = db;
 	s->ref_process_event = s->ref_init = s->ref_batch_start = s->ref_batch_end = LUA_NOREF;
-	s->ref_db = s->ref_null = LUA_NOREF;
+	s->ref_db = s->ref_null = s->ref_ev_keys = LUA_NOREF;
 	s->L = lua_newstate(lb_alloc, s);
 	if (!s->L) {
 		free(s);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	/* most garbage is an event's table and strings, dead by the next
+	 * event: the generational collector frees it cheaply */
+	lua_gc(s->L, LUA_GCGEN, 0, 0);
 	if (docall(s, load_tramp, s, 0, LOAD_TIMEOUT, &base, err, errlen) != LUA_OK) {
 		lb_script_free(s);
 		return NULL;
@@ -375,27 +382,59 @@ typedef struct event_call {
 	int row;
 } event_call;
 
-static void set_text(lua_State *L, const lb_script *s, const PGresult *res, int row, int col,
-                     const char *key)
+/* The ev table's keys, in PGQ_EV_* column order (pgq.h). */
+static const char *const ev_keys[PGQ_EV_NCOLS] = {
+	"id", "time", "txid", "retry", "type", "data", "extra1", "extra2", "extra3", "extra4",
+};
+
+/* Decimal text to an integer: the columns are int8 that PostgreSQL wrote. */
+static lua_Integer parse_int(const char *p)
 {
-	if (PQgetisnull(res, row, col))
-		lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
-	else
-		lua_pushlstring(L, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-	lua_setfield(L, -2, key);
+	lua_Unsigned v = 0;
+	int neg = *p == '-';
+	for (p += neg; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (lua_Unsigned)(*p - '0');
+	return neg ? (lua_Integer)(0u - v) : (lua_Integer)v;
 }
 
-static void set_int(lua_State *L, const lb_script *s, const PGresult *res, int row, int col,
-                    const char *key, int null_is_zero)
+/* Registry table: ev_keys as interned strings, so that building an ev
+ * costs no string hashing. */
+static void make_ev_keys(lua_State *L, lb_script *s)
 {
-	if (PQgetisnull(res, row, col)) {
-		if (null_is_zero)
-			lua_pushinteger(L, 0);
+	lua_createtable(L, PGQ_EV_NCOLS, 0);
+	for (int i = 0; i < PGQ_EV_NCOLS; i++) {
+		lua_pushstring(L, ev_keys[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	s->ref_ev_keys = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Push the ev table of a row.  Text columns become strings, the integer
+ * columns integers (a NULL retry count is 0), other NULLs pgq.null. */
+static void push_event(lua_State *L, const lb_script *s, const PGresult *res, int row)
+{
+	int keys, null, ev;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_ev_keys);
+	keys = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
+	null = keys + 1;
+	lua_createtable(L, 0, PGQ_EV_NCOLS);
+	ev = keys + 2;
+	for (int col = 0; col < PGQ_EV_NCOLS; col++) {
+		lua_rawgeti(L, keys, col + 1);
+		if (PQgetisnull(res, row, col)) {
+			if (col == PGQ_EV_RETRY)
+				lua_pushinteger(L, 0);
+			else
+				lua_pushvalue(L, null);
+		} else if (col == PGQ_EV_ID || col == PGQ_EV_TXID || col == PGQ_EV_RETRY)
+			lua_pushinteger(L, parse_int(PQgetvalue(res, row, col)));
 		else
-			lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
-	} else
-		lua_pushinteger(L, (lua_Integer)atoll(PQgetvalue(res, row, col)));
-	lua_setfield(L, -2, key);
+			lua_pushlstring(L, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+		lua_rawset(L, ev);
+	}
+	lua_replace(L, keys);
+	lua_pop(L, 1);
 }
 
 /* Where process_event is defined, for errors about its return value. */
@@ -417,17 +456,7 @@ static int event_tramp(lua_State *L) /* MAY_LJMP */
 
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
-	lua_createtable(L, 0, 10);
-	set_int(L, s, ec->res, ec->row, PGQ_EV_ID, "id", 0);
-	set_text(L, s, ec->res, ec->row, PGQ_EV_TIME, "time");
-	set_int(L, s, ec->res, ec->row, PGQ_EV_TXID, "txid", 0);
-	set_int(L, s, ec->res, ec->row, PGQ_EV_RETRY, "retry", 1);
-	set_text(L, s, ec->res, ec->row, PGQ_EV_TYPE, "type");
-	set_text(L, s, ec->res, ec->row, PGQ_EV_DATA, "data");
-	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA1, "extra1");
-	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA2, "extra2");
-	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA3, "extra3");
-	set_text(L, s, ec->res, ec->row, PGQ_EV_EXTRA4, "extra4");
+	push_event(L, s, ec->res, ec->row);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_db);
 	lua_call(L, 2, LUA_MULTRET);
 	nret = lua_gettop(L);

@@ -337,6 +337,35 @@ int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen)
 	return -1;
 }
 
+int pgconn_exec_rows(pgconn *c, const char *sql, PGresult **out, int max, char *err, size_t errlen)
+{
+	PGresult *res;
+	int n = 0, failed = 0;
+
+	if (!c->pg || !PQsendQuery(c->pg, sql)) {
+		pgconn_result_error(c, NULL, err, errlen);
+		return -1;
+	}
+	while ((res = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (!failed && st == PGRES_TUPLES_OK && n < max) {
+			out[n++] = res;
+			continue;
+		}
+		if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			pgconn_result_error(c, res, err, errlen);
+			failed = 1;
+		}
+		PQclear(res);
+	}
+	if (failed) {
+		while (n > 0)
+			PQclear(out[--n]);
+		return -1;
+	}
+	return n;
+}
+
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen)
 {
 	PGresult *res = pgconn_exec(c, sql, 0, NULL, err, errlen);

@@ -49,6 +49,11 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
  * (two installs at once are safe), notices quiet; rolled back on error. */
 int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen);
 
+/* Run a simple multi-statement command and keep the results that carry
+ * rows (SELECT, FETCH), in order, up to max of them.  Returns how many
+ * were kept, or -1 with err (nothing kept). */
+int pgconn_exec_rows(pgconn *c, const char *sql, PGresult **out, int max, char *err, size_t errlen);
+
 /* Run a simple (possibly multi-statement) command; 0 or -1 with err. */
 int pgconn_cmd(pgconn *c, const char *sql, char *err, size_t errlen);
 

@@ -19,29 +19,29 @@ static void fmt_seconds(char *buf, size_t len, double s, int set)
 		buf[0] = '\0';
 }
 
-pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
-                          const pgq_batch_knobs *k, pgq_batch *out, char *err, size_t errlen)
-{
-	char lag[64], interval[64], count[32];
-	const char *params[5];
-	PGresult *res;
-	pgq_result rc = PGQ_ERROR;
+#define NEXT_BATCH_SQL \
+	"select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time," \
+	" extract(epoch from now() - cur_tick_time)::float8" \
+	" from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)"
 
-	fmt_seconds(lag, sizeof(lag), k->min_lag, k->min_lag >= 0);
-	fmt_seconds(interval, sizeof(interval), k->min_interval, k->min_interval >= 0);
-	snprintf(count, sizeof(count), "%d", k->min_count);
+static void next_batch_params(const pgq_batch_knobs *k, const char **params, char *lag, size_t laglen,
+                              char *interval, size_t ilen, char *count, size_t clen,
+                              const char *queue, const char *consumer)
+{
+	fmt_seconds(lag, laglen, k->min_lag, k->min_lag >= 0);
+	fmt_seconds(interval, ilen, k->min_interval, k->min_interval >= 0);
+	snprintf(count, clen, "%d", k->min_count);
 	params[0] = queue;
 	params[1] = consumer;
 	params[2] = lag[0] ? lag : NULL;
 	params[3] = k->min_count > 0 ? count : NULL;
 	params[4] = interval[0] ? interval : NULL;
-	res = pgconn_exec(c,
-	                  "select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,"
-	                  " extract(epoch from now() - cur_tick_time)::float8"
-	                  " from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)",
-	                  5, params, err, errlen);
-	if (!res)
-		return PGQ_ERROR;
+}
+
+/* Read next_batch_custom's row into out; frees res. */
+static pgq_result next_batch_result(PGresult *res, pgq_batch *out, char *err, size_t errlen)
+{
+	pgq_result rc = PGQ_ERROR;
 	if (PQntuples(res) != 1) {
 		snprintf(err, errlen, "pgq.next_batch_custom returned %d rows", PQntuples(res));
 		goto out;
@@ -63,17 +63,34 @@ out:
 	return rc;
 }
 
-PGresult *pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, char *err, size_t errlen)
+pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
+                          const pgq_batch_knobs *k, pgq_batch *out, char *err, size_t errlen)
 {
-	char sql[256];
-	/* ids and sizes are integers: safe to put in the text, and BEGIN rides
-	 * in the same round trip */
+	char lag[64], interval[64], count[32];
+	const char *params[5];
+	PGresult *res;
+
+	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
+	                  queue, consumer);
+	res = pgconn_exec(c, NEXT_BATCH_SQL, 5, params, err, errlen);
+	if (!res)
+		return PGQ_ERROR;
+	return next_batch_result(res, out, err, errlen);
+}
+
+int pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, PGresult **chunks,
+                   char *err, size_t errlen)
+{
+	char sql[320];
+	/* ids and sizes are integers: safe to put in the text.  BEGIN and the
+	 * read-ahead FETCH ride in the same round trip */
 	snprintf(sql, sizeof(sql),
 	         "begin; select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data,"
 	         " ev_extra1, ev_extra2, ev_extra3, ev_extra4"
-	         " from pgq.get_batch_cursor(%lld, '" CURSOR_NAME "', %d)",
-	         batch_id, fetch_size);
-	return pgconn_exec(c, sql, 0, NULL, err, errlen);
+	         " from pgq.get_batch_cursor(%lld, '" CURSOR_NAME "', %d);"
+	         " fetch %d from " CURSOR_NAME,
+	         batch_id, fetch_size, fetch_size);
+	return pgconn_exec_rows(c, sql, chunks, 2, err, errlen) == 2 ? 0 : -1;
 }
 
 PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen)
@@ -113,12 +130,25 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	return 0;
 }
 
-int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen)
+pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
+                               const char *consumer, const pgq_batch_knobs *k, pgq_batch *next,
+                               int *finished, char *err, size_t errlen)
 {
-	char sql[128];
-	snprintf(sql, sizeof(sql), "close " CURSOR_NAME "; select pgq.finish_batch(%lld); commit",
-	         batch_id);
-	return pgconn_cmd(c, sql, err, errlen);
+	char finish[64];
+	const char *pre[3] = {"close " CURSOR_NAME, finish, "commit"};
+	const char *params[5];
+	char lag[64], interval[64], count[32];
+	int failed_pre;
+	PGresult *res;
+
+	snprintf(finish, sizeof(finish), "select pgq.finish_batch(%lld)", batch_id);
+	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
+	                  queue, consumer);
+	res = pgconn_exec_after(c, pre, 3, NEXT_BATCH_SQL, 5, params, &failed_pre, err, errlen);
+	*finished = res != NULL || !failed_pre;
+	if (!res)
+		return PGQ_ERROR;
+	return next_batch_result(res, next, err, errlen);
 }
 
 void pgq_rollback(pgconn *c)

@@ -40,9 +40,11 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
                           const pgq_batch_knobs *knobs, pgq_batch *out,
                           char *err, size_t errlen);
 
-/* BEGIN, then open the batch cursor and return its first fetch_size rows. */
-PGresult *pgq_open_batch(pgconn *c, long long batch_id, int fetch_size,
-                         char *err, size_t errlen);
+/* BEGIN, open the batch cursor, and read its first two chunks of up to
+ * fetch_size rows each into chunks[0] and chunks[1], in one round trip.
+ * 0, or -1 with err. */
+int pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, PGresult **chunks,
+                   char *err, size_t errlen);
 
 /* The next fetch_size rows of the open batch cursor. */
 PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen);
@@ -52,8 +54,13 @@ PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen);
 int pgq_retry_event(pgconn *c, const char *queue, const char *consumer,
                     const PGresult *res, int row, double delay, char *err, size_t errlen);
 
-/* Close the cursor, pgq.finish_batch, COMMIT. */
-int pgq_finish_batch(pgconn *c, long long batch_id, char *err, size_t errlen);
+/* Close the cursor, pgq.finish_batch, COMMIT, then pgq.next_batch_custom
+ * for the next batch, all in one round trip.  *finished says whether the
+ * batch was committed; the result is next_batch's (PGQ_ERROR with err
+ * either way). */
+pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
+                               const char *consumer, const pgq_batch_knobs *knobs, pgq_batch *next,
+                               int *finished, char *err, size_t errlen);
 
 /* ROLLBACK, ignoring errors (the connection may be gone). */
 void pgq_rollback(pgconn *c);
