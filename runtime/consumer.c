@@ -208,6 +208,7 @@ void pgqlua_close(pgqlua_consumer *c)
 	if (!c)
 		return;
 	lb_script_free(c->script);
+	ldb_free(&c->db);
 	pgconn_free(c->conn);
 	pgconn_free(c->tconn);
 	config_free(c->cfg);
@@ -473,17 +474,77 @@ static int replay_event(pgqlua_consumer *c, const PGresult *res, int row, event_
 	return 1;
 }
 
+/* What an event's result means for it: a retry, a failed row, or nothing
+ * more (OK).  The handle's window is closed unless the result is OK. */
+static event_step settle_event(pgqlua_consumer *c, const PGresult *res, int row, lb_result *r)
+{
+	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
+	long long retry;
+
+	switch (r->outcome) {
+	case LB_OK:
+		return apply_outcome(c, res, row, "ok", 0, NULL);
+	case LB_FAILED:
+		return apply_outcome(c, res, row, "failed", 0, r->msg);
+	default:
+		if (r->outcome == LB_ERROR) {
+			c->stats.errors++;
+			log_warn("event %s: script error: %s", id, r->msg);
+		}
+		/* RETRY or an error: back through PgQ, unless retries are used up */
+		retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
+		if (retry >= c->cfg->max_retries) {
+			char reason[1200];
+			snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
+			         r->msg[0] ? r->msg : "retried by the script");
+			return apply_outcome(c, res, row, "failed", 0, reason);
+		}
+		if (r->delay < 0)
+			r->delay = c->cfg->retry_delay;
+		log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r->delay, r->msg[0] ? ": " : "",
+		          r->msg);
+		return apply_outcome(c, res, row, "retry", r->delay, NULL);
+	}
+}
+
+/* Events of this chunk whose db:send failed after they had ended OK:
+ * they become errors now.  With close, the handle's window is closed
+ * first in any case (before the runtime's own SQL). */
+static event_step settle_send_failures(pgqlua_consumer *c, const PGresult *res, int close)
+{
+	char err[1024];
+	int row;
+	lb_result r;
+
+	if (!close && !ldb_failures_pending(&c->db))
+		return STEP_NEXT;
+	if (ldb_close(&c->db, err, sizeof(err)) != 0) {
+		db_failure(c, "waiting for db:send statements", err);
+		return STEP_DB_ERROR;
+	}
+	while (ldb_take_failure(&c->db, &row, r.msg, sizeof(r.msg))) {
+		event_step step;
+		r.outcome = LB_ERROR;
+		r.delay = -1;
+		log_debug("event %s: outcome ERROR error=%s", PQgetvalue(res, row, PGQ_EV_ID), r.msg);
+		step = settle_event(c, res, row, &r);
+		if (step != STEP_NEXT)
+			return step;
+	}
+	return STEP_NEXT;
+}
+
 static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res, int row)
 {
 	lb_result r;
 	char err[1024];
-	long long retry;
 	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
 	event_step step;
+	int rc;
 
 	if (replay_event(c, res, row, &step))
 		return step;
-	ldb_event_begin(&c->db);
+	ldb_event_begin(&c->db, row);
 	lb_call_event(c->script, res, row, &r);
 	if (c->stop_requests > 1)
 		return STEP_STOP;
@@ -491,41 +552,25 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 		r.outcome = LB_ERROR;
 		snprintf(r.msg, sizeof(r.msg), "the script went on after an SQL error: %s", c->db.sql_error);
 	}
-	log_outcome(id, &r);
-	if (r.outcome == LB_ABORT)
+	if (r.outcome == LB_ABORT) {
+		log_outcome(id, &r);
 		return STEP_ABORT;
-	if (ldb_event_end(&c->db, r.outcome == LB_OK, err, sizeof(err)) != 0) {
-		db_failure(c, "rolling back an event's writes", err);
+	}
+	rc = ldb_event_end(&c->db, r.outcome == LB_OK, r.outcome != LB_OK || c->cfg->remote_event_mode, err,
+	                   sizeof(err));
+	if (rc < 0) {
+		db_failure(c, "undoing an event's writes", err);
 		return STEP_DB_ERROR;
 	}
-	c->stats.events++;
-	switch (r.outcome) {
-	case LB_OK:
-		step = apply_outcome(c, res, row, "ok", 0, NULL);
-		break;
-	case LB_FAILED:
-		step = apply_outcome(c, res, row, "failed", 0, r.msg);
-		break;
-	default:
-		if (r.outcome == LB_ERROR) {
-			c->stats.errors++;
-			log_warn("event %s: script error: %s", id, r.msg);
-		}
-		/* RETRY or an error: back through PgQ, unless retries are used up */
-		retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
-		if (retry >= c->cfg->max_retries) {
-			char reason[1200];
-			snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
-			         r.msg[0] ? r.msg : "retried by the script");
-			step = apply_outcome(c, res, row, "failed", 0, reason);
-			break;
-		}
-		if (r.delay < 0)
-			r.delay = c->cfg->retry_delay;
-		log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r.delay, r.msg[0] ? ": " : "", r.msg);
-		step = apply_outcome(c, res, row, "retry", r.delay, NULL);
-		break;
+	if (rc > 0) {
+		r.outcome = LB_ERROR;
+		snprintf(r.msg, sizeof(r.msg), "%s", err);
 	}
+	log_outcome(id, &r);
+	c->stats.events++;
+	step = settle_event(c, res, row, &r);
+	if (step == STEP_NEXT)
+		step = settle_send_failures(c, res, 0);
 	return step == STEP_NEXT ? commit_target_event(c) : step;
 }
 
@@ -549,7 +594,7 @@ static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, 
 	char err[1024];
 	int rc;
 
-	ldb_event_begin(&c->db);
+	ldb_event_begin(&c->db, LDB_HOOK);
 	rc = end ? lb_call_batch_end(c->script, b, err, sizeof(err))
 	         : lb_call_batch_start(c->script, b, err, sizeof(err));
 	if (rc == 0 && c->db.sql_failed) {
@@ -561,7 +606,13 @@ static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, 
 		*st = consumer_abort_batch(c, end ? "on_batch_end failed" : "on_batch_start failed");
 		return -1;
 	}
-	if (ldb_event_end(&c->db, 1, err, sizeof(err)) != 0) {
+	rc = ldb_event_end(&c->db, 1, 1, err, sizeof(err));
+	if (rc > 0) {
+		log_error("%s: %s", name, err);
+		*st = consumer_abort_batch(c, end ? "on_batch_end failed" : "on_batch_start failed");
+		return -1;
+	}
+	if (rc < 0) {
 		ldb_batch_end(&c->db);
 		*st = db_failure(c, name, err);
 		return -1;
@@ -633,6 +684,12 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 			}
 		}
 		n_events += n;
+		/* the chunk's sends are waited for while its rows are at hand */
+		if (settle_send_failures(c, res, 1) != STEP_NEXT) {
+			ldb_batch_end(&c->db);
+			st = PGQLUA_ERR_DB;
+			goto out;
+		}
 		if (n < c->cfg->fetch_size)
 			break;
 		PQclear(res);

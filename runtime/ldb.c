@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define LDB_MT "pgqlua.db"
-#define SAVEPOINT "pgqlua_event"
 
 /* OIDs of the types converted to Lua numbers and booleans */
 #define OID_BOOL 16
@@ -44,52 +44,365 @@ typedef struct ldb_ud {
 	int null_ref;
 } ldb_ud;
 
-void ldb_event_begin(ldb_state *st)
+#define WINDOW "pgqlua_window"
+#define WINDOW_MAX 1000            /* sends in a window: closed at the next event end */
+#define LOG_MAX 10000              /* sends kept for a replay (one event may go past) */
+#define ARENA_MAX (16u << 20)      /* and the bytes they may take */
+#define PIPE_MAX 1000              /* statements in flight before a sync */
+#define EV_CONTROL (-2)            /* pend: our RELEASE and SAVEPOINT */
+#define EV_NONE (-3)               /* between events: failures found are queued */
+
+struct ldb_sent {
+	int event;
+	size_t off;                    /* in the arena: see log_add */
+};
+
+struct ldb_failure {
+	int event;
+	char msg[512];
+};
+
+static int grow(void **p, int *cap, int need, size_t size)
 {
-	st->savepoint_open = 0;
+	int n = *cap ? *cap : 64;
+	void *np;
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	np = realloc(*p, (size_t)n * size);
+	if (!np)
+		return -1;
+	*p = np;
+	*cap = n;
+	return 0;
+}
+
+/* Keep a send for a replay: in the arena, the parameter count, the SQL,
+ * then per parameter a byte (1: NULL) and its text.  0 or -1 (no memory). */
+static int log_add(ldb_state *st, const char *sql, int nparams, const char *const *params)
+{
+	size_t need = sizeof(int) + strlen(sql) + 1;
+	char *p;
+	for (int i = 0; i < nparams; i++)
+		need += 2 + (params[i] ? strlen(params[i]) : 0);
+	if (grow((void **)&st->log, &st->caplog, st->nlog + 1, sizeof(*st->log)) != 0)
+		return -1;
+	if (st->used + need > st->cap) {
+		size_t n = st->cap ? st->cap : 65536;
+		char *na;
+		while (n < st->used + need)
+			n *= 2;
+		if (!(na = realloc(st->arena, n)))
+			return -1;
+		st->arena = na;
+		st->cap = n;
+	}
+	p = st->arena + st->used;
+	st->log[st->nlog].event = st->event;
+	st->log[st->nlog].off = st->used;
+	memcpy(p, &nparams, sizeof(int));
+	p += sizeof(int);
+	p = stpcpy(p, sql) + 1;
+	for (int i = 0; i < nparams; i++) {
+		*p++ = params[i] == NULL;
+		p = stpcpy(p, params[i] ? params[i] : "") + 1;
+	}
+	st->used += need;
+	st->nlog++;
+	return 0;
+}
+
+/* Send log entry i again. */
+static int log_send(ldb_state *st, int i)
+{
+	const char *p = st->arena + st->log[i].off, *sql;
+	const char *params[64], **pp = params;
+	int nparams, rc;
+	memcpy(&nparams, p, sizeof(int));
+	p += sizeof(int);
+	sql = p;
+	p += strlen(p) + 1;
+	if (nparams > 64 && !(pp = malloc(sizeof(char *) * (size_t)nparams)))
+		return -1;
+	for (int k = 0; k < nparams; k++) {
+		int null = *p++;
+		pp[k] = null ? NULL : p;
+		p += strlen(p) + 1;
+	}
+	rc = pgconn_pipe_send(st->conn, sql, nparams, nparams > 0 ? pp : NULL);
+	if (pp != params)
+		free(pp);
+	return rc;
+}
+
+static int pend_add(ldb_state *st, int event)
+{
+	if (grow((void **)&st->pend, &st->cappend, st->npend + 1, sizeof(int)) != 0)
+		return -1;
+	st->pend[st->npend++] = event;
+	return 0;
+}
+
+static void log_clear(ldb_state *st)
+{
+	st->nlog = 0;
+	st->used = 0;
+}
+
+static void set_failed(ldb_state *st, const char *msg)
+{
+	st->sql_failed = 1;
+	snprintf(st->sql_error, sizeof(st->sql_error), "%s", msg);
+}
+
+/* Queue a failure of an event that has ended. */
+static int add_failure(ldb_state *st, int event, const char *msg)
+{
+	if (grow((void **)&st->fail, &st->capfail, st->nfail + 1, sizeof(*st->fail)) != 0)
+		return -1;
+	st->fail[st->nfail].event = event;
+	snprintf(st->fail[st->nfail].msg, sizeof(st->fail[st->nfail].msg), "db:send: %s", msg);
+	st->nfail++;
+	return 0;
+}
+
+/* Open the window if it is not: its savepoint goes out in the pipeline,
+ * with the RELEASE of the last one. */
+static int window_open(ldb_state *st)
+{
+	if (st->window_open)
+		return 0;
+	if (st->release_pending) {
+		if (pgconn_pipe_send(st->conn, "release savepoint " WINDOW, 0, NULL) != 0 ||
+		    pend_add(st, EV_CONTROL) != 0)
+			return -1;
+		st->release_pending = 0;
+	}
+	if (pgconn_pipe_send(st->conn, "savepoint " WINDOW, 0, NULL) != 0 || pend_add(st, EV_CONTROL) != 0)
+		return -1;
+	st->window_open = 1;
+	return 0;
+}
+
+/* Roll the window back and send its log again without event `drop`. */
+static int replay_without(ldb_state *st, int drop, char *err, size_t errlen)
+{
+	int n = 0;
+	for (int i = 0; i < st->nlog; i++)
+		if (st->log[i].event != drop)
+			st->log[n++] = st->log[i];
+	st->nlog = n;
+	if (pgconn_cmd(st->conn, "rollback to savepoint " WINDOW, err, errlen) != 0)
+		return -1;
+	for (int i = 0; i < st->nlog; i++)
+		if (log_send(st, i) != 0 || pend_add(st, st->log[i].event) != 0) {
+			pgconn_result_error(st->conn, NULL, err, errlen);
+			return -1;
+		}
+	return 0;
+}
+
+/* Wait for everything in the pipeline.  A failed statement's event is
+ * undone (replay_without); the event being run is marked failed, an
+ * ended one queued.  0, or -1 with err: the transaction is unusable. */
+static int drain(ldb_state *st, char *err, size_t errlen)
+{
+	char msg[512];
+	while (st->npend > 0) {
+		int at, n = st->npend, event;
+		st->npend = 0;
+		if (pgconn_pipe_drain(st->conn, n, &at, msg, sizeof(msg)) != 0) {
+			snprintf(err, errlen, "%s", msg);
+			return -1;
+		}
+		if (PQtransactionStatus(pgconn_pg(st->conn)) == PQTRANS_IDLE) {
+			pgconn_close(st->conn);
+			snprintf(err, errlen, "db:send: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
+			return -1;
+		}
+		if (at < 0)
+			return 0;
+		event = st->pend[at];
+		if (event == EV_CONTROL) {
+			snprintf(err, errlen, "cannot take a savepoint: %s", msg);
+			return -1;
+		}
+		if (event == st->event) {
+			char m[560];
+			snprintf(m, sizeof(m), "db:send: %s", msg);
+			set_failed(st, m);
+		} else if (add_failure(st, event, msg) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		if (replay_without(st, event, err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void window_close(ldb_state *st)
+{
+	if (st->window_open)
+		st->release_pending = 1;
+	st->window_open = 0;
+	log_clear(st);
+}
+
+int ldb_close(ldb_state *st, char *err, size_t errlen)
+{
+	if (st->npend > 0 && drain(st, err, errlen) != 0)
+		return -1;
+	window_close(st);
+	return 0;
+}
+
+int ldb_take_failure(ldb_state *st, int *event, char *msg, size_t msglen)
+{
+	if (st->nfail == 0)
+		return 0;
+	*event = st->fail[0].event;
+	snprintf(msg, msglen, "%s", st->fail[0].msg);
+	memmove(st->fail, st->fail + 1, sizeof(*st->fail) * (size_t)(st->nfail - 1));
+	st->nfail--;
+	return 1;
+}
+
+int ldb_failures_pending(const ldb_state *st)
+{
+	return st->nfail > 0;
+}
+
+void ldb_event_begin(ldb_state *st, int event)
+{
+	st->event = event;
+	st->event_stmts = 0;
+	st->event_exec = 0;
+	st->event_unlogged = 0;
 	st->sql_failed = 0;
 	st->sql_error[0] = '\0';
 }
 
-int ldb_event_end(ldb_state *st, int keep, char *err, size_t errlen)
+int ldb_event_end(ldb_state *st, int keep, int close, char *err, size_t errlen)
 {
-	int rc;
-	if (!st->savepoint_open)
-		return 0;
-	st->savepoint_open = 0;
-	if (keep && !st->sql_failed) {
-		/* RELEASE rides along with the next SAVEPOINT or the COMMIT */
-		st->release_pending = 1;
-		return 0;
+	int rc = 0;
+	if (close || st->event_exec || st->event_unlogged || st->nlog >= WINDOW_MAX)
+		close = 1;
+	else if (st->event_stmts == 0 || (keep && !st->sql_failed))
+		goto out;   /* its sends stay in flight, in the window */
+	if (drain(st, err, errlen) != 0)
+		return -1;
+	if (st->sql_failed && st->event_stmts > 0) {
+		/* drain undid it already unless the failure was a db:exec's */
+		if (keep) {
+			snprintf(err, errlen, "%s", st->sql_error);
+			rc = 1;
+		}
+		keep = 0;
 	}
-	st->release_pending = 0;
-	rc = pgconn_cmd(st->conn, "rollback to savepoint " SAVEPOINT "; release savepoint " SAVEPOINT,
-	                err, errlen);
+	if (!keep && st->event_stmts > 0) {
+		if (replay_without(st, st->event, err, errlen) != 0 || drain(st, err, errlen) != 0)
+			return -1;
+		close = 1;
+	}
+	if (close)
+		window_close(st);
+out:
+	st->event = EV_NONE;
 	return rc;
 }
 
 void ldb_after_commit(ldb_state *st)
 {
-	st->savepoint_open = 0;
+	st->window_open = 0;
 	st->release_pending = 0;
+	log_clear(st);
 }
 
 void ldb_batch_begin(ldb_state *st, pgconn *conn)
 {
 	st->conn = conn;
 	st->active = 1;
-	st->savepoint_open = 0;
+	st->window_open = 0;
 	st->release_pending = 0;
 	st->statements = 0;
-	ldb_event_begin(st);
+	st->npend = 0;
+	st->nfail = 0;
+	log_clear(st);
+	ldb_event_begin(st, LDB_HOOK);
 }
 
 void ldb_batch_end(ldb_state *st)
 {
+	if (st->npend > 0 && pgconn_is_ok(st->conn)) {
+		int at;
+		char err[256];
+		(void)pgconn_pipe_drain(st->conn, st->npend, &at, err, sizeof(err));
+	}
+	st->npend = 0;
+	st->nfail = 0;
 	st->active = 0;
-	st->savepoint_open = 0;
+	st->window_open = 0;
 	st->release_pending = 0;
+	log_clear(st);
 }
+
+void ldb_free(ldb_state *st)
+{
+	free(st->log);
+	free(st->arena);
+	free(st->pend);
+	free(st->fail);
+	st->log = NULL;
+	st->arena = NULL;
+	st->pend = NULL;
+	st->fail = NULL;
+	st->caplog = st->cappend = st->capfail = 0;
+	st->cap = 0;
+}
+
+/* Skip blanks and comments. */
+static const char *skip_blank(const char *p)
+{
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f')
+			p++;
+		if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n')
+				p++;
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *e = strstr(p + 2, "*/");
+			p = e ? e + 2 : p + strlen(p);
+		} else
+			return p;
+	}
+}
+
+/* Does the word at p (letters only) equal w, ignoring case?  Sets *end. */
+static int word_is(const char *p, const char *w, const char **end)
+{
+	size_t n = 0;
+	while ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') || p[n] == '_')
+		n++;
+	*end = p + n;
+	return n == strlen(w) && strncasecmp(p, w, n) == 0;
+}
+
+/* The statement ends or nests the batch's transaction (a script's
+ * statement is always one statement: libpq's extended protocol). */
+static int is_transaction_control(const char *sql)
+{
+	static const char *const words[] = {"begin", "start", "commit", "end", "rollback", "abort",
+	                                    "savepoint", "release", NULL};
+	const char *p = skip_blank(sql), *e;
+	for (int i = 0; words[i]; i++)
+		if (word_is(p, words[i], &e))
+			return 1;
+	return word_is(p, "prepare", &e) && word_is(skip_blank(e), "transaction", &e);
+}
+
+#define TXN_REFUSED "transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction"
 
 static ldb_ud *check_handle(lua_State *L) /* MAY_LJMP */
 {
@@ -169,8 +482,9 @@ static void push_value(lua_State *L, int null_ref, const PGresult *res, int r, i
 }
 
 /* Trace: the statement and its parameters as one line,
- * `db:exec <sql> [p1, p2, NULL]`, parameters in Lua %q form. */
-static void log_sql(lua_State *L, const char *sql, int nparams, const char *const *params)
+ * `db:exec <sql> [p1, p2, NULL]` (or db:send), parameters in Lua %q form. */
+static void log_sql(lua_State *L, const char *verb, const char *sql, int nparams,
+                    const char *const *params)
 {
 	luaL_Buffer b;
 	luaL_buffinit(L, &b);
@@ -190,7 +504,7 @@ static void log_sql(lua_State *L, const char *sql, int nparams, const char *cons
 		luaL_addvalue(&b);
 	}
 	luaL_pushresult(&b);
-	log_trace("db:exec %s [%s]", sql, lua_tostring(L, -1));
+	log_trace("%s %s [%s]", verb, sql, lua_tostring(L, -1));
 	lua_pop(L, 1);
 }
 
@@ -216,6 +530,18 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	if (st->sql_failed)
 		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		                  st->sql_error);
+	if (is_transaction_control(sql)) {
+		set_failed(st, "db:exec: " TXN_REFUSED);
+		return luaL_error(L, "db:exec: " TXN_REFUSED);
+	}
+	/* the sends before it first: their errors come before this statement */
+	if (st->npend > 0 && drain(st, err, sizeof(err)) != 0) {
+		set_failed(st, err);
+		return luaL_error(L, "db:exec: %s", err);
+	}
+	if (st->sql_failed)
+		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
+		                  st->sql_error);
 	guard = lua_newuserdatauv(L, sizeof(*guard), 0);
 	guard->res = NULL;
 	luaL_setmetatable(L, RESULT_MT);
@@ -223,18 +549,20 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	/* the event's savepoint (and the RELEASE of the previous one) ride in
 	 * the same round trip as the statement */
 	npre = 0;
-	if (!st->savepoint_open) {
+	if (!st->window_open) {
 		if (st->release_pending)
-			pre[npre++] = "release savepoint " SAVEPOINT;
-		pre[npre++] = "savepoint " SAVEPOINT;
+			pre[npre++] = "release savepoint " WINDOW;
+		pre[npre++] = "savepoint " WINDOW;
 	}
 	st->statements++;
+	st->event_stmts++;
+	st->event_exec = 1;
 	if (log_current_level >= LOG_LVL_TRACE)
-		log_sql(L, sql, nparams, params);
+		log_sql(L, "db:exec", sql, nparams, params);
 	res = pgconn_exec_after(st->conn, pre, npre, sql, nparams, params, &failed_pre, err, sizeof(err));
 	if (npre > 0 && !failed_pre) {
 		st->release_pending = 0;
-		st->savepoint_open = 1;
+		st->window_open = 1;
 	}
 	if (pgconn_is_ok(st->conn) && PQtransactionStatus(pgconn_pg(st->conn)) == PQTRANS_IDLE) {
 		/* the script ended the batch's transaction: nothing after this
@@ -275,6 +603,62 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	return 2;
 }
 
+/* db:send(sql, ...): queue a write; nothing is returned */
+static int ldb_send(lua_State *L) /* MAY_LJMP */
+{
+	ldb_ud *ud = check_handle(L);
+	ldb_state *st = ud->st;
+	const char *sql = luaL_checkstring(L, 2);
+	int nparams = lua_gettop(L) - 2;
+	const char **params;
+	char err[1024];
+
+	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams > 0 ? nparams : 1), 0);
+	for (int i = 0; i < nparams; i++)
+		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
+	if (st->sql_failed)
+		return luaL_error(L, "db:send: an earlier statement of this event failed (%s); the event's writes will be rolled back",
+		                  st->sql_error);
+	if (is_transaction_control(sql)) {
+		set_failed(st, "db:send: " TXN_REFUSED);
+		return luaL_error(L, "db:send: " TXN_REFUSED);
+	}
+	if (window_open(st) != 0)
+		goto broken;
+	if (!st->event_unlogged && (st->nlog >= LOG_MAX || st->used >= ARENA_MAX)) {
+		/* the events before this one are checked now, so that only this
+		 * one can fail from here on: it needs no log, it is undone whole */
+		if (drain(st, err, sizeof(err)) != 0) {
+			set_failed(st, err);
+			return luaL_error(L, "db:send: %s", err);
+		}
+		if (st->sql_failed)
+			return luaL_error(L, "%s", st->sql_error);
+		st->event_unlogged = 1;
+	}
+	if (!st->event_unlogged && log_add(st, sql, nparams, params) != 0)
+		return luaL_error(L, "db:send: not enough memory");
+	st->statements++;
+	st->event_stmts++;
+	if (log_current_level >= LOG_LVL_TRACE)
+		log_sql(L, "db:send", sql, nparams, params);
+	if (pgconn_pipe_send(st->conn, sql, nparams, params) != 0 || pend_add(st, st->event) != 0)
+		goto broken;
+	if (st->npend >= PIPE_MAX) {
+		if (drain(st, err, sizeof(err)) != 0) {
+			set_failed(st, err);
+			return luaL_error(L, "db:send: %s", err);
+		}
+		if (st->sql_failed)
+			return luaL_error(L, "%s", st->sql_error);
+	}
+	return 0;
+broken:
+	pgconn_result_error(st->conn, NULL, err, sizeof(err));
+	set_failed(st, err);
+	return luaL_error(L, "db:send: %s", err);
+}
+
 static int ldb_tostring(lua_State *L)
 {
 	ldb_ud *ud = luaL_checkudata(L, 1, LDB_MT);
@@ -289,7 +673,7 @@ void ldb_open_lib(lua_State *L)
 	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
 
-	static const luaL_Reg methods[] = {{"exec", ldb_exec}, {NULL, NULL}};
+	static const luaL_Reg methods[] = {{"exec", ldb_exec}, {"send", ldb_send}, {NULL, NULL}};
 	luaL_newmetatable(L, LDB_MT);
 	luaL_newlib(L, methods);
 	lua_setfield(L, -2, "__index");

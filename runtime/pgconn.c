@@ -325,6 +325,75 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 	return out;
 }
 
+int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const *params)
+{
+	if (!c->pg)
+		return -1;
+	if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF && !PQenterPipelineMode(c->pg))
+		return -1;
+	return PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0) ? 0 : -1;
+}
+
+int pgconn_pipe_drain(pgconn *c, int n, int *failed_at, char *err, size_t errlen)
+{
+	PGresult *res;
+	int got = 0, broken = 0;
+
+	*failed_at = -1;
+	if (!c->pg) {
+		snprintf(err, errlen, "not connected");
+		return -1;
+	}
+	if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
+		return 0;
+	if (!PQpipelineSync(c->pg)) {
+		pgconn_result_error(c, NULL, err, errlen);
+		return -1;
+	}
+	/* one result, then NULL, per statement; then the sync's result */
+	while (got < n) {
+		ExecStatusType st;
+		res = PQgetResult(c->pg);
+		if (res == NULL) {
+			got++;
+			continue;
+		}
+		st = PQresultStatus(res);
+		if (is_copy(st)) {
+			if (*failed_at < 0) {
+				*failed_at = got;
+				snprintf(err, errlen, "COPY is not supported by db:send");
+			}
+			if (refuse_copy(c, st) != 0) {
+				PQclear(res);
+				snprintf(err, errlen, "COPY is not supported by db:send");
+				return -1;
+			}
+		} else if (*failed_at < 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			*failed_at = got;
+			pgconn_result_error(c, res, err, errlen);
+		}
+		PQclear(res);
+		if (PQstatus(c->pg) != CONNECTION_OK) {
+			broken = 1;
+			break;
+		}
+	}
+	while (!broken && (res = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+		if (PQstatus(c->pg) != CONNECTION_OK)
+			broken = 1;
+	}
+	if (broken || !PQexitPipelineMode(c->pg)) {
+		pgconn_result_error(c, NULL, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
 int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen)
 {
 	char ignored[256];

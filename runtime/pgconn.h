@@ -49,6 +49,16 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
  * (two installs at once are safe), notices quiet; rolled back on error. */
 int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen);
 
+/* Pipelined statements (libpq pipeline mode): pgconn_pipe_send queues a
+ * statement without waiting (entering pipeline mode if needed); 0 or -1
+ * when the connection cannot take it.  pgconn_pipe_drain syncs, reads the
+ * results of the n statements sent since the last drain, and leaves
+ * pipeline mode.  *failed_at is the index of the first statement that
+ * failed (err says why; the server skipped the ones after it) or -1.
+ * Returns -1 with err when the connection failed. */
+int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const *params);
+int pgconn_pipe_drain(pgconn *c, int n, int *failed_at, char *err, size_t errlen);
+
 /* Run a simple multi-statement command and keep the results that carry
  * rows (SELECT, FETCH), in order, up to max of them.  Returns how many
  * were kept, or -1 with err (nothing kept). */
