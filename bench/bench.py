@@ -9,6 +9,7 @@ repetition) so that machine noise hits them alike:
   pgqlua_noop    pgqlua run --once, process_event returns pgq.EVENT_OK
   python_noop    bench/py_consumer.py: a pgq.Consumer doing nothing per event
   pgqlua_insert  pgqlua run --once, one db:exec INSERT per event
+  pgqlua_send    pgqlua run --once, the same INSERT with db:send (pipelined)
   python_insert  the pgq.Consumer with the same INSERT per event
 
 The events are inserted once per (cluster, batch size); every runner of
@@ -40,7 +41,7 @@ import time
 
 import psycopg2
 
-RUNNERS = ["floor", "pgqlua_noop", "python_noop", "pgqlua_insert", "python_insert"]
+RUNNERS = ["floor", "pgqlua_noop", "python_noop", "pgqlua_insert", "pgqlua_send", "python_insert"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 TARGETS = [
@@ -48,6 +49,7 @@ TARGETS = [
     ("pgqlua_noop / floor", "pgqlua_noop", "floor", 0.85),
     ("pgqlua_noop / python_noop", "pgqlua_noop", "python_noop", 2.5),
     ("pgqlua_insert / python_insert", "pgqlua_insert", "python_insert", 2.0),
+    ("pgqlua_send / python_insert", "pgqlua_send", "python_insert", 2.0),
 ]
 
 NOOP_LUA = "function process_event() return pgq.EVENT_OK end\n"
@@ -56,6 +58,7 @@ INSERT_LUA = """function process_event(ev, db)
   return pgq.EVENT_OK
 end
 """
+SEND_LUA = INSERT_LUA.replace("db:exec", "db:send")
 
 
 def log(*a):
@@ -143,12 +146,12 @@ def write_configs(cl, q, c, fetch):
     """Config files for the pgqlua and python runners of consumer c."""
     d = os.path.join(cl.work, q)
     os.makedirs(d, exist_ok=True)
-    for name, text in (("noop.lua", NOOP_LUA), ("insert.lua", INSERT_LUA)):
+    for name, text in (("noop.lua", NOOP_LUA), ("insert.lua", INSERT_LUA), ("send.lua", SEND_LUA)):
         p = os.path.join(d, name)
         if not os.path.exists(p):
             with open(p, "w") as f:
                 f.write(text)
-    script = "insert" if "insert" in c else "noop"
+    script = "insert" if "insert" in c else "send" if "send" in c else "noop"
     y = os.path.join(d, c + ".yaml")
     with open(y, "w") as f:
         f.write('queue_name: %s\nconsumer_name: %s\ndb: "%s"\nscript: %s.lua\n'
@@ -205,7 +208,7 @@ def bench_size(args, cl, b, res):
             wall, rss, ut, st = timed(cmd, os.path.join(cl.work, q, c))
             if not drained(cl, q, c):
                 raise SystemExit("bench: %s did not drain %s" % (c, q))
-            if "insert" in runner:
+            if "insert" in runner or "send" in runner:
                 got = cl.one("select count(*) from bench_sink")
                 if got != args.n:
                     raise SystemExit("bench: %s inserted %d rows, expected %d" % (c, got, args.n))
@@ -244,7 +247,7 @@ def callgrind_ir(cmd, outfile):
 def bench_callgrind(args, cl, sizes, resdir):
     cgdir = os.path.join(resdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    runners = ["floor", "pgqlua_noop", "pgqlua_insert"]
+    runners = ["floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send"]
     out = {"events": args.cg_n, "per_batch_size": {}, "startup_ir": {}}
     for b in sizes:
         q = "cg_%d" % b
@@ -288,10 +291,12 @@ def print_table(results):
     if cg:
         print()
         print("== client instructions per event (callgrind, %d events, start-up subtracted) ==" % cg["events"])
-        print("%7s  %12s %14s %16s" % ("batch", "floor", "pgqlua_noop", "pgqlua_insert"))
+        print("%7s  %12s %14s %16s %14s" % ("batch", "floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send"))
         for b, row in cg["per_batch_size"].items():
-            print("%7s  %12.0f %14.0f %16.0f" % (b, row["floor"]["ir_per_event"], row["pgqlua_noop"]["ir_per_event"],
-                                               row["pgqlua_insert"]["ir_per_event"]))
+            print("%7s  %12.0f %14.0f %16.0f %14.0f" % (b, row["floor"]["ir_per_event"],
+                                                      row["pgqlua_noop"]["ir_per_event"],
+                                                      row["pgqlua_insert"]["ir_per_event"],
+                                                      row["pgqlua_send"]["ir_per_event"]))
         print("start-up + one empty poll, Ir: " + ", ".join("%s %d" % kv for kv in cg["startup_ir"].items()))
 
 

@@ -550,7 +550,9 @@ static event_step consumer_handle_event(pgqlua_consumer *c, const PGresult *res,
 		return STEP_STOP;
 	if (r.outcome == LB_OK && c->db.sql_failed) {
 		r.outcome = LB_ERROR;
-		snprintf(r.msg, sizeof(r.msg), "the script went on after an SQL error: %s", c->db.sql_error);
+		/* a failed send is its event's error as it stands */
+		snprintf(r.msg, sizeof(r.msg), "%s%s", strncmp(c->db.sql_error, "db:send: ", 9) == 0 ? "" :
+		         "the script went on after an SQL error: ", c->db.sql_error);
 	}
 	if (r.outcome == LB_ABORT) {
 		log_outcome(id, &r);
@@ -598,7 +600,8 @@ static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, 
 	rc = end ? lb_call_batch_end(c->script, b, err, sizeof(err))
 	         : lb_call_batch_start(c->script, b, err, sizeof(err));
 	if (rc == 0 && c->db.sql_failed) {
-		snprintf(err, sizeof(err), "the hook went on after an SQL error: %s", c->db.sql_error);
+		snprintf(err, sizeof(err), "%s%s", strncmp(c->db.sql_error, "db:send: ", 9) == 0 ? "" :
+		         "the hook went on after an SQL error: ", c->db.sql_error);
 		rc = -1;
 	}
 	if (rc != 0) {

@@ -146,6 +146,44 @@ describe("a consumer under the mock runner", function()
     assert.is_false(run[2].kept)
   end)
 
+  it("records db:send, and turns a failed send into the event's error when it ends", function()
+    local script = write("sends.lua", [[
+      function process_event(ev, db)
+        db:send("insert into t values ($1)", ev.data)
+        if ev.data == "late" then
+          local ok, err = pcall(db.exec, db, "select 1")
+          return pgq.EVENT_FAILED, ok and "no error" or err
+        end
+      end]])
+    local consumer = testing.load(script)
+    consumer:answer("insert into t values", function(_, v)
+      if v ~= "ok" then return testing.sql_error("23505", "duplicate key") end
+      return { count = 1 }
+    end)
+    local run = consumer:run({ { data = "ok" }, { data = "dup" }, { data = "late" } })
+    assert.outcome(run[1], "OK")
+    assert.is_true(run[1].sql[1].sent)
+    assert.outcome(run[2], "ERROR", "db:send: 23505 duplicate key")
+    assert.outcome(run[3], "FAILED", "db:exec: an earlier statement of this event failed"
+      .. " (db:send: 23505 duplicate key); the event's writes will be rolled back")
+    assert.are.equal(1, #run.committed)
+  end)
+
+  it("refuses transaction control as ldb.c does: first word, past blanks and comments", function()
+    for _, sql in ipairs({ "commit", "  /* c */ -- x\n ROLLBACK", "end", "Begin", "start transaction",
+                           "savepoint x", "release x", "abort", "prepare transaction 'x'" }) do
+      assert.is_true(testing.is_transaction_control(sql), sql)
+    end
+    for _, sql in ipairs({ "select 1", "prepare p as select 1", "commitment", "insert into commit values (1)",
+                           "/* commit */ select 1" }) do
+      assert.is_falsy(testing.is_transaction_control(sql), sql)
+    end
+    local script = write("commits.lua", "function process_event(ev, db) db:send('commit') end")
+    local run = testing.run(script, { {} })
+    assert.outcome(run[1], "ERROR", script .. ":1: db:send: transaction control (COMMIT, ROLLBACK, ...) is not allowed:"
+      .. " the runtime owns the batch's transaction")
+  end)
+
   it("enforces event_timeout", function()
     local script = write("loops.lua", "function process_event() while true do end end")
     local run = testing.run(script, { {} }, { config = { event_timeout = 0.05 } })

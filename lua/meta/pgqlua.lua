@@ -98,6 +98,15 @@ local db = {}
 ---@return integer count rows returned or affected
 function db:exec(sql, ...) end
 
+---Queue a write without waiting for it (pipelined); returns nothing.  An
+---SQL error shows later: the event's writes are undone and the event is an
+---error ("db:send: ..."), or the event's next db:exec raises it.  For
+---writes whose result the script does not need: many events' sends share
+---one round trip.
+---@param sql string
+---@param ... string|number|boolean|pgq.null|nil
+function db:send(sql, ...) end
+
 ---Required: called once per event.
 ---@param ev pgq.event
 ---@param db pgq.db

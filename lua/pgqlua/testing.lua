@@ -407,52 +407,89 @@ local DB_MT = {
   __name = "pgqlua.db",
 }
 
-function DB_METHODS.exec(self, ...)
+-- ldb.c is_transaction_control: the first word after blanks and comments
+local TXN_WORDS = { begin = true, start = true, commit = true, ["end"] = true, rollback = true,
+                    abort = true, savepoint = true, release = true }
+local TXN_REFUSED = "transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the"
+  .. " batch's transaction"
+
+local function skip_blank(sql, i)
+  while true do
+    i = sql:match("^[ \t\n\r\f]*()", i)
+    if sql:sub(i, i + 1) == "--" then
+      i = (sql:find("\n", i, true) or #sql + 1)
+    elseif sql:sub(i, i + 1) == "/*" then
+      local e = sql:find("*/", i + 2, true)
+      i = e and e + 2 or #sql + 1
+    else
+      return i
+    end
+  end
+end
+
+function M.is_transaction_control(sql)
+  local word, after = sql:match("^([%a_]*)()", skip_blank(sql, 1))
+  word = word:lower()
+  if TXN_WORDS[word] then return true end
+  return word == "prepare" and sql:match("^[%a_]*", skip_blank(sql, after)):lower() == "transaction"
+end
+
+-- the checks db:exec and db:send share; returns the statement record
+local function take_statement(self, verb, ...)
   local st = type(self) == "table" and rawget(self, "_state")
   if not st then
-    error(string.format("bad argument #1 to 'exec' (pgqlua.db expected, got %s)",
-      select("#", self) == 0 and "no value" or type_name(self)), 2)
+    error(string.format("bad argument #1 to '%s' (pgqlua.db expected, got %s)", verb,
+      select("#", self) == 0 and "no value" or type_name(self)), 3)
   end
   if not st.active then
-    error("db handle used outside its batch (it is valid only inside process_event and the batch hooks)", 2)
+    error("db handle used outside its batch (it is valid only inside process_event and the batch hooks)", 3)
   end
   local nargs = select("#", ...)
   local sql = ...
   if math.type(sql) then
     sql = tostring(sql)
   elseif type(sql) ~= "string" then
-    error(string.format("bad argument #1 to 'exec' (string expected, got %s)",
-      nargs == 0 and "no value" or type_name(sql)), 2)
+    error(string.format("bad argument #1 to '%s' (string expected, got %s)", verb,
+      nargs == 0 and "no value" or type_name(sql)), 3)
   end
   local values = table.pack(select(2, ...))
   local params = {}
   for i = 1, values.n do
     local ok, text = pcall(M.param_text, values[i], i)
-    if not ok then error(text, 2) end
+    if not ok then error((text:gsub("^db:exec:", "db:" .. verb .. ":")), 3) end
     params[i] = text == nil and M.null or text
   end
   if st.sql_failed then
+    error(string.format("db:%s: an earlier statement of this event failed (%s); the event's writes will be"
+      .. " rolled back", verb, st.sql_error), 3)
+  end
+  local stmt = { sql = sql, params = params, n = values.n, values = values }
+  if verb == "send" then stmt.sent = true end
+  st.consumer:_record(stmt)
+  if M.is_transaction_control(sql) then
+    stmt.error = TXN_REFUSED
+    st.sql_failed, st.sql_error = true, "db:" .. verb .. ": " .. TXN_REFUSED
+    error(st.sql_error, 3)
+  end
+  return st, stmt
+end
+
+function DB_METHODS.exec(self, ...)
+  local st, stmt = take_statement(self, "exec", ...)
+  -- the runtime waits for the event's sends first: a failed one shows here
+  if st.send_failed then
+    st.sql_failed, st.sql_error = true, st.send_error
     error(string.format("db:exec: an earlier statement of this event failed (%s); the event's writes will be"
       .. " rolled back", st.sql_error), 2)
   end
-  local stmt = { sql = sql, params = params, n = values.n, values = values }
-  st.consumer:_record(stmt)
+  local sql = stmt.sql
   local head = sql:match("^%s*(%a+)")
-  head = head and head:lower()
-  local second = sql:match("^%s*%a+%s+(%a+)")
-  if head == "copy" then
+  if head and head:lower() == "copy" then
     stmt.error = "COPY is not supported by db:exec"
     st.sql_failed, st.sql_error = true, stmt.error
     error("db:exec: " .. stmt.error, 2)
   end
-  if head == "commit" or head == "end" or head == "abort" or (head == "rollback" and
-      (second == nil or second:lower() ~= "to")) then
-    stmt.error = "the script ended the batch's transaction"
-    st.sql_failed, st.sql_error = true, stmt.error
-    error("db:exec: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's"
-      .. " transaction", 2)
-  end
-  local rows, count = st.consumer:_answer(sql, values)
+  local rows, count = st.consumer:_answer(sql, stmt.values)
   if rows == nil then
     stmt.error = count
     st.sql_failed, st.sql_error = true, count
@@ -460,6 +497,26 @@ function DB_METHODS.exec(self, ...)
   end
   stmt.rows, stmt.count = rows, count
   return copy(rows), count
+end
+
+--- db:send: recorded like db:exec; nothing is returned.  An error answer
+-- does not raise here: as in the runtime, it makes the event an error
+-- ("db:send: ...") when it ends, or raises at the event's next db:exec.
+function DB_METHODS.send(self, ...)
+  local st, stmt = take_statement(self, "send", ...)
+  local head = stmt.sql:match("^%s*(%a+)")
+  local rows, count
+  if head and head:lower() == "copy" then
+    rows, count = nil, "COPY is not supported by db:send"
+  else
+    rows, count = st.consumer:_answer(stmt.sql, stmt.values)
+  end
+  if rows == nil then
+    stmt.error = count
+    if not st.send_failed then st.send_failed, st.send_error = true, "db:send: " .. count end
+  else
+    stmt.count = count
+  end
 end
 
 --- Load a consumer script as the runtime does (top level, then init(config)).
@@ -645,13 +702,17 @@ function Consumer:_begin(where, rec)
   self._sql, self._logs, self._where = rec.sql, rec.logs, where
   local st = self._db_state
   st.active, st.sql_failed, st.sql_error = true, false, nil
+  st.send_failed, st.send_error = false, nil
 end
 
 function Consumer:_end()
   local st = self._db_state
   st.active = false
   self._sql, self._logs, self._where = nil, nil, nil
-  return st.sql_failed, st.sql_error
+  if st.send_failed and not st.sql_failed then
+    return true, st.send_error, true
+  end
+  return st.sql_failed, st.sql_error, st.sql_failed and st.sql_error:find("^db:send: ") ~= nil
 end
 
 --- The batch table the hooks see; fields may be given.
@@ -671,11 +732,11 @@ function Consumer:_hook(name, batch, run)
   run[name] = rec
   self:_begin(name, rec)
   local ok, err, tb = self:_call(f, batch, self.db)
-  local sql_failed, sql_error = self:_end()
+  local sql_failed, sql_error, by_send = self:_end()
   for _, s in ipairs(rec.sql) do run.sql[#run.sql + 1] = s end
   for _, l in ipairs(rec.logs) do run.logs[#run.logs + 1] = l end
   if ok and sql_failed then
-    ok, err = false, "the hook went on after an SQL error: " .. sql_error
+    ok, err = false, by_send and sql_error or "the hook went on after an SQL error: " .. sql_error
   end
   if not ok then
     rec.error, rec.traceback = err, tb
@@ -757,9 +818,10 @@ function Consumer:run(events, opts)
       else
         outcome, msg = "ERROR", res
       end
-      local sql_failed, sql_error = self:_end()
+      local sql_failed, sql_error, by_send = self:_end()
       if outcome == "OK" and sql_failed then
-        outcome, msg = "ERROR", clip("the script went on after an SQL error: " .. sql_error, MSG_MAX)
+        outcome, msg = "ERROR", clip(by_send and sql_error or "the script went on after an SQL error: " .. sql_error,
+          MSG_MAX)
       end
       r.outcome = outcome
       if outcome == "RETRY" then r.delay = delay end
