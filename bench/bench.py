@@ -247,7 +247,7 @@ def callgrind_ir(cmd, outfile):
 def bench_callgrind(args, cl, sizes, resdir):
     cgdir = os.path.join(resdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    runners = ["floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send"]
+    runners = [r for r in ("floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send") if r in RUNNERS]
     out = {"events": args.cg_n, "per_batch_size": {}, "startup_ir": {}}
     for b in sizes:
         q = "cg_%d" % b
@@ -291,12 +291,10 @@ def print_table(results):
     if cg:
         print()
         print("== client instructions per event (callgrind, %d events, start-up subtracted) ==" % cg["events"])
-        print("%7s  %12s %14s %16s %14s" % ("batch", "floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send"))
+        names = list(next(iter(cg["per_batch_size"].values())).keys())
+        print("%7s  " % "batch" + " ".join("%15s" % r for r in names))
         for b, row in cg["per_batch_size"].items():
-            print("%7s  %12.0f %14.0f %16.0f %14.0f" % (b, row["floor"]["ir_per_event"],
-                                                      row["pgqlua_noop"]["ir_per_event"],
-                                                      row["pgqlua_insert"]["ir_per_event"],
-                                                      row["pgqlua_send"]["ir_per_event"]))
+            print("%7s  " % b + " ".join("%15.0f" % row[r]["ir_per_event"] for r in names))
         print("start-up + one empty poll, Ir: " + ", ".join("%s %d" % kv for kv in cg["startup_ir"].items()))
 
 
@@ -309,12 +307,19 @@ def main():
     ap.add_argument("--fetch", type=int, default=1000, help="pgqlua fetch_size = python pgq_lazy_fetch")
     ap.add_argument("--cg-n", type=int, default=50000, help="events for callgrind (0: skip)")
     ap.add_argument("--cg-cluster", default=None, help="cluster for callgrind (default: the first)")
+    ap.add_argument("--runners", default=",".join(RUNNERS), help="a subset of the runners, comma separated")
     ap.add_argument("--pgqlua", required=True)
     ap.add_argument("--floor", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    wanted = args.runners.split(",")
+    unknown = [r for r in wanted if r not in RUNNERS]
+    if unknown:
+        raise SystemExit("bench: unknown runner(s) %s (known: %s)" % (", ".join(unknown), ", ".join(RUNNERS)))
+    RUNNERS[:] = [r for r in RUNNERS if r in wanted]
+    TARGETS[:] = [t for t in TARGETS if t[1] in RUNNERS and t[2] in RUNNERS]
 
     clusters, settings = [], {}
     for spec in args.cluster:

@@ -13,6 +13,7 @@
 # Environment:
 #   PGQLUA=path      the pgqlua binary (default: build it into build-bench/)
 #   BENCH_SIZES=...  batch sizes, comma separated (100,1000,10000)
+#   BENCH_RUNNERS=... a subset of the runners, comma separated (all)
 #   BENCH_REPS=3     repetitions per runner
 #   BENCH_FETCH=1000 pgqlua fetch_size and Python pgq_lazy_fetch
 #   BENCH_CG_N=50000 events for the callgrind runs (0: skip callgrind)
@@ -79,4 +80,5 @@ done
 /usr/bin/python3 "$ROOT/bench/bench.py" "${args[@]}" --n "$N" \
 	--sizes "${BENCH_SIZES:-100,1000,10000}" --reps "${BENCH_REPS:-3}" \
 	--fetch "${BENCH_FETCH:-1000}" --cg-n "${BENCH_CG_N:-50000}" \
+	${BENCH_RUNNERS:+--runners "$BENCH_RUNNERS"} \
 	--pgqlua "$PGQLUA" --floor "$WORK/floor" --work "$WORK" --out "$OUT"

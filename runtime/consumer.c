@@ -209,6 +209,8 @@ void pgqlua_close(pgqlua_consumer *c)
 		return;
 	lb_script_free(c->script);
 	ldb_free(&c->db);
+	if (c->next_known == 1)
+		free(c->next.sql);
 	pgconn_free(c->conn);
 	pgconn_free(c->tconn);
 	config_free(c->cfg);
@@ -633,7 +635,7 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	int finished;
 	pgq_result nr;
 
-	if (pgq_open_batch(c->conn, b->batch_id, c->cfg->fetch_size, chunks, err, sizeof(err)) != 0)
+	if (pgq_open_batch(c->conn, b, c->cfg->fetch_size, chunks, err, sizeof(err)) != 0)
 		return db_failure(c, "opening the batch cursor", err);
 	res = chunks[0];
 	ahead = chunks[1];   /* the read-ahead: at most two chunks are held */
@@ -811,7 +813,11 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 	if (r == PGQ_NONE)
 		return PGQLUA_NO_BATCH;
 	log_set_batch(b.batch_id);
-	return consumer_process_batch(c, &b);
+	{
+		pgqlua_status st = consumer_process_batch(c, &b);
+		free(b.sql);
+		return st;
+	}
 }
 
 static void consumer_reload(pgqlua_consumer *c)

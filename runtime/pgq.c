@@ -21,7 +21,8 @@ static void fmt_seconds(char *buf, size_t len, double s, int set)
 
 #define NEXT_BATCH_SQL \
 	"select batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time," \
-	" extract(epoch from now() - cur_tick_time)::float8" \
+	" extract(epoch from now() - cur_tick_time)::float8," \
+	" case when batch_id is not null then pgq.batch_event_sql(batch_id) end" \
 	" from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)"
 
 static void next_batch_params(const pgq_batch_knobs *k, const char **params, char *lag, size_t laglen,
@@ -57,7 +58,10 @@ static pgq_result next_batch_result(PGresult *res, pgq_batch *out, char *err, si
 	snprintf(out->cur_tick_time, sizeof(out->cur_tick_time), "%s", PQgetvalue(res, 0, 3));
 	snprintf(out->prev_tick_time, sizeof(out->prev_tick_time), "%s", PQgetvalue(res, 0, 4));
 	out->lag = atof(PQgetvalue(res, 0, 5));
-	rc = PGQ_DONE;
+	out->sql = strdup(PQgetvalue(res, 0, 6));
+	rc = out->sql ? PGQ_DONE : PGQ_ERROR;
+	if (!out->sql)
+		snprintf(err, errlen, "out of memory");
 out:
 	PQclear(res);
 	return rc;
@@ -78,19 +82,38 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 	return next_batch_result(res, out, err, errlen);
 }
 
-int pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, PGresult **chunks,
-                   char *err, size_t errlen)
+int pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, PGresult **chunks, char *err,
+                   size_t errlen)
 {
-	char sql[320];
-	/* ids and sizes are integers: safe to put in the text.  BEGIN and the
+	/* batch_event_sql's query in our own cursor (what get_batch_cursor
+	 * does, without PL/pgSQL handing over each row); BEGIN and the
 	 * read-ahead FETCH ride in the same round trip */
-	snprintf(sql, sizeof(sql),
-	         "begin; select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data,"
-	         " ev_extra1, ev_extra2, ev_extra3, ev_extra4"
-	         " from pgq.get_batch_cursor(%lld, '" CURSOR_NAME "', %d);"
-	         " fetch %d from " CURSOR_NAME,
-	         batch_id, fetch_size, fetch_size);
-	return pgconn_exec_rows(c, sql, chunks, 2, err, errlen) == 2 ? 0 : -1;
+	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for ";
+	char tail[96];
+	size_t n = strlen(b->sql);
+	char *sql;
+	int got;
+
+	snprintf(tail, sizeof(tail), "; fetch %d from " CURSOR_NAME "; fetch %d from " CURSOR_NAME,
+	         fetch_size, fetch_size);
+	sql = malloc(sizeof(head) + n + strlen(tail));
+	if (!sql) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	memcpy(sql, head, sizeof(head) - 1);
+	memcpy(sql + sizeof(head) - 1, b->sql, n);
+	strcpy(sql + sizeof(head) - 1 + n, tail);
+	got = pgconn_exec_rows(c, sql, chunks, 2, err, errlen);
+	free(sql);
+	if (got == 2)
+		return 0;
+	if (got >= 0) {
+		while (got > 0)
+			PQclear(chunks[--got]);
+		snprintf(err, errlen, "opening the batch cursor returned too few results");
+	}
+	return -1;
 }
 
 PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen)

@@ -21,6 +21,7 @@ typedef struct pgq_batch {
 	char cur_tick_time[48];
 	char prev_tick_time[48];
 	double lag;            /* seconds since the batch's last tick */
+	char *sql;             /* pgq.batch_event_sql: the batch's query (malloc'd) */
 } pgq_batch;
 
 typedef struct pgq_batch_knobs {
@@ -35,7 +36,8 @@ typedef enum pgq_result {
 	PGQ_ERROR
 } pgq_result;
 
-/* pgq.next_batch_custom in its own transaction (autocommit). */
+/* pgq.next_batch_custom in its own transaction (autocommit), with the
+ * batch's event query; the caller frees out->sql. */
 pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
                           const pgq_batch_knobs *knobs, pgq_batch *out,
                           char *err, size_t errlen);
@@ -43,7 +45,7 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 /* BEGIN, open the batch cursor, and read its first two chunks of up to
  * fetch_size rows each into chunks[0] and chunks[1], in one round trip.
  * 0, or -1 with err. */
-int pgq_open_batch(pgconn *c, long long batch_id, int fetch_size, PGresult **chunks,
+int pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, PGresult **chunks,
                    char *err, size_t errlen);
 
 /* The next fetch_size rows of the open batch cursor. */
