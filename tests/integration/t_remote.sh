@@ -14,7 +14,8 @@ sql "drop table if exists r_remote"   # the queue database must stay untouched
 
 SCRIPT='
 function process_event(ev, db)
-  db:exec("insert into r_remote values ($1, $2, $3, $4)", os.getenv("PGQLUA_TEST_Q") or "?", ev.id, ev.data, ev.retry)
+  local write = ev.id % 2 == 0 and db.exec or db.send   -- both, in the target
+  write(db, "insert into r_remote values ($1, $2, $3, $4)", os.getenv("PGQLUA_TEST_Q") or "?", ev.id, ev.data, ev.retry)
   if ev.data == "retry" and ev.retry < 1 then return pgq.EVENT_RETRY, 0 end
   if ev.data == "fail" then return pgq.EVENT_FAILED, "refused" end
   if ev.data == "abort" and ev.retry == 0 and not aborted then aborted = true; return pgq.ABORT_BATCH end
