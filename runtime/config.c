@@ -54,6 +54,7 @@ static const cfg_key cfg_keys[] = {
 	{"batch_min_count", CFG_INT, OFF(batch_min_count), "0", 0, 0, "pgq.next_batch_custom: wait for this many events (0: off)"},
 	{"batch_min_interval", CFG_SECONDS, OFF(batch_min_interval), "-1", 0, 0, "pgq.next_batch_custom: or this many seconds (unset: off)"},
 	{"batch_min_lag", CFG_SECONDS, OFF(batch_min_lag), "-1", 0, 0, "pgq.next_batch_custom: only events older than this (unset: off)"},
+	{"prepared_statements", CFG_BOOL, OFF(prepared_statements), "true", 0, 0, "keep the script's statements prepared on the server (off behind a transaction-pooling PgBouncer before 1.21)"},
 	{"stats_period", CFG_SECONDS, OFF(stats_period), "30", 0, 0, "seconds between stats lines in the log (0: off)"},
 	{"event_timeout", CFG_SECONDS, OFF(event_timeout), "0", 0, 0, "seconds of Lua time one event may take (0: no limit)"},
 	{"lua_memory_limit", CFG_BYTES, OFF(lua_memory_limit), "0", 0, 0, "bytes the Lua state may allocate (0: no limit)"},

@@ -26,6 +26,7 @@ typedef struct config {
 
 	double loop_delay;
 	int wakeup;              /* LISTEN for ticks instead of only sleeping loop_delay */
+	int prepared_statements; /* keep statements prepared per connection */
 	double retry_delay;
 	int max_retries;
 	int fetch_size;

@@ -97,12 +97,12 @@ const char *pgqlua_status_str(pgqlua_status st)
 	return "unknown status";
 }
 
-static void apply_logging(pgqlua_consumer *c, const config *cfg);
+static void apply_settings(pgqlua_consumer *c, const config *cfg);
 
 void consumer_log_to_syslog_by_default(pgqlua_consumer *c)
 {
 	c->syslog_fallback = 1;
-	apply_logging(c, c->cfg);
+	apply_settings(c, c->cfg);
 }
 
 void consumer_set_notify(pgqlua_consumer *c, consumer_notify_fn fn, void *arg)
@@ -127,8 +127,12 @@ const config *consumer_config(const pgqlua_consumer *c)
 	return c->cfg;
 }
 
-static void apply_logging(pgqlua_consumer *c, const config *cfg)
+/* Settings of a config that apply at once, at start and after a reload. */
+static void apply_settings(pgqlua_consumer *c, const config *cfg)
 {
+	pgconn_set_prepare(c->conn, cfg->prepared_statements);
+	if (c->tconn)
+		pgconn_set_prepare(c->tconn, cfg->prepared_statements);
 	log_set_level((log_level)cfg->log_level);
 	log_set_consumer(cfg->consumer_name);
 	log_use_syslog(cfg->log_syslog || (c->syslog_fallback && !cfg->logfile) ? "pgqlua" : NULL);
@@ -179,7 +183,7 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		snprintf(err, errlen, "out of memory");
 		return PGQLUA_ERR_INTERNAL;
 	}
-	apply_logging(c, cfg);
+	apply_settings(c, cfg);
 	c->script = lb_script_load(cfg, &c->db, err, errlen);
 	if (!c->script) {
 		pgqlua_close(c);
@@ -854,7 +858,7 @@ static void consumer_reload(pgqlua_consumer *c)
 	config_free(c->cfg);
 	c->script = ns;
 	c->cfg = ncfg;
-	apply_logging(c, ncfg);
+	apply_settings(c, ncfg);
 	log_info("reloaded: script %s", ncfg->script);
 	note(c, NOTE_RELOADED, ncfg->script);
 }

@@ -113,6 +113,20 @@ static int log_add(ldb_state *st, const char *sql, int nparams, const char *cons
 	return 0;
 }
 
+/* Queue a statement in the pipeline for `event`: 0, or -1 when the
+ * connection or memory failed. */
+static int pipe_send(ldb_state *st, int event, const char *sql, int nparams, const char *const *params)
+{
+	/* our own savepoint commands are never prepared: a script may
+	 * DEALLOCATE them, and their failure must not be an event's */
+	int n = pgconn_pipe_send(st->conn, sql, nparams, params, event != EV_CONTROL);
+	if (n < 0 || grow((void **)&st->pend, &st->cappend, st->npend + n, sizeof(int)) != 0)
+		return -1;
+	while (n-- > 0)
+		st->pend[st->npend++] = event;   /* a Parse, then the statement */
+	return 0;
+}
+
 /* Send log entry i again. */
 static int log_send(ldb_state *st, int i)
 {
@@ -130,18 +144,10 @@ static int log_send(ldb_state *st, int i)
 		pp[k] = null ? NULL : p;
 		p += strlen(p) + 1;
 	}
-	rc = pgconn_pipe_send(st->conn, sql, nparams, nparams > 0 ? pp : NULL);
+	rc = pipe_send(st, st->log[i].event, sql, nparams, nparams > 0 ? pp : NULL);
 	if (pp != params)
 		free(pp);
 	return rc;
-}
-
-static int pend_add(ldb_state *st, int event)
-{
-	if (grow((void **)&st->pend, &st->cappend, st->npend + 1, sizeof(int)) != 0)
-		return -1;
-	st->pend[st->npend++] = event;
-	return 0;
 }
 
 static void log_clear(ldb_state *st)
@@ -174,12 +180,11 @@ static int window_open(ldb_state *st)
 	if (st->window_open)
 		return 0;
 	if (st->release_pending) {
-		if (pgconn_pipe_send(st->conn, "release savepoint " WINDOW, 0, NULL) != 0 ||
-		    pend_add(st, EV_CONTROL) != 0)
+		if (pipe_send(st, EV_CONTROL, "release savepoint " WINDOW, 0, NULL) != 0)
 			return -1;
 		st->release_pending = 0;
 	}
-	if (pgconn_pipe_send(st->conn, "savepoint " WINDOW, 0, NULL) != 0 || pend_add(st, EV_CONTROL) != 0)
+	if (pipe_send(st, EV_CONTROL, "savepoint " WINDOW, 0, NULL) != 0)
 		return -1;
 	st->window_open = 1;
 	return 0;
@@ -196,7 +201,7 @@ static int replay_without(ldb_state *st, int drop, char *err, size_t errlen)
 	if (pgconn_cmd(st->conn, "rollback to savepoint " WINDOW, err, errlen) != 0)
 		return -1;
 	for (int i = 0; i < st->nlog; i++)
-		if (log_send(st, i) != 0 || pend_add(st, st->log[i].event) != 0) {
+		if (log_send(st, i) != 0) {
 			pgconn_result_error(st->conn, NULL, err, errlen);
 			return -1;
 		}
@@ -210,9 +215,9 @@ static int drain(ldb_state *st, char *err, size_t errlen)
 {
 	char msg[512];
 	while (st->npend > 0) {
-		int at, n = st->npend, event;
+		int at, event;
 		st->npend = 0;
-		if (pgconn_pipe_drain(st->conn, n, &at, msg, sizeof(msg)) != 0) {
+		if (pgconn_pipe_drain(st->conn, &at, msg, sizeof(msg)) != 0) {
 			snprintf(err, errlen, "%s", msg);
 			return -1;
 		}
@@ -252,6 +257,10 @@ static void window_close(ldb_state *st)
 
 int ldb_close(ldb_state *st, char *err, size_t errlen)
 {
+	if (st->broken) {
+		snprintf(err, errlen, "%s", st->sql_error);
+		return -1;
+	}
 	if (st->npend > 0 && drain(st, err, errlen) != 0)
 		return -1;
 	window_close(st);
@@ -287,6 +296,10 @@ void ldb_event_begin(ldb_state *st, int event)
 int ldb_event_end(ldb_state *st, int keep, int close, char *err, size_t errlen)
 {
 	int rc = 0;
+	if (st->broken) {
+		snprintf(err, errlen, "%s", st->sql_error);
+		return -1;
+	}
 	if (close || st->event_exec || st->event_unlogged || st->nlog >= WINDOW_MAX)
 		close = 1;
 	else if (st->event_stmts == 0 || (keep && !st->sql_failed))
@@ -327,6 +340,7 @@ void ldb_batch_begin(ldb_state *st, pgconn *conn)
 	st->window_open = 0;
 	st->release_pending = 0;
 	st->statements = 0;
+	st->broken = 0;
 	st->npend = 0;
 	st->nfail = 0;
 	log_clear(st);
@@ -338,7 +352,7 @@ void ldb_batch_end(ldb_state *st)
 	if (st->npend > 0 && pgconn_is_ok(st->conn)) {
 		int at;
 		char err[256];
-		(void)pgconn_pipe_drain(st->conn, st->npend, &at, err, sizeof(err));
+		(void)pgconn_pipe_drain(st->conn, &at, err, sizeof(err));
 	}
 	st->npend = 0;
 	st->nfail = 0;
@@ -576,8 +590,11 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	if (!res) {
 		st->sql_failed = 1;
 		snprintf(st->sql_error, sizeof(st->sql_error), "%s", err);
-		if (failed_pre)
+		if (failed_pre) {
+			/* where the window stands is unknown: the batch must go */
+			st->broken = 1;
 			return luaL_error(L, "db:exec: cannot take a savepoint: %s", err);
+		}
 		return luaL_error(L, "db:exec: %s", err);
 	}
 	guard->res = res;
@@ -642,7 +659,7 @@ static int ldb_send(lua_State *L) /* MAY_LJMP */
 	st->event_stmts++;
 	if (log_current_level >= LOG_LVL_TRACE)
 		log_sql(L, "db:send", sql, nparams, params);
-	if (pgconn_pipe_send(st->conn, sql, nparams, params) != 0 || pend_add(st, st->event) != 0)
+	if (pipe_send(st, st->event, sql, nparams, params) != 0)
 		goto broken;
 	if (st->npend >= PIPE_MAX) {
 		if (drain(st, err, sizeof(err)) != 0) {

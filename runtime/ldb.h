@@ -37,6 +37,7 @@ typedef struct ldb_state {
 	int event_exec;        /* this event used db:exec */
 	int event_unlogged;    /* this event's later sends are not in the log */
 	int sql_failed;        /* a statement of this event failed */
+	int broken;            /* our savepoint failed: the batch must roll back */
 	char sql_error[512];
 	long statements;       /* statements run in this batch */
 	/* the window's log of sends: what a replay sends again */

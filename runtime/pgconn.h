@@ -50,14 +50,21 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen);
 
 /* Pipelined statements (libpq pipeline mode): pgconn_pipe_send queues a
- * statement without waiting (entering pipeline mode if needed); 0 or -1
- * when the connection cannot take it.  pgconn_pipe_drain syncs, reads the
- * results of the n statements sent since the last drain, and leaves
- * pipeline mode.  *failed_at is the index of the first statement that
- * failed (err says why; the server skipped the ones after it) or -1.
+ * statement without waiting (entering pipeline mode if needed; prepared
+ * if it may be, see pgconn_set_prepare) and returns how many commands
+ * that took (2 when the statement is prepared first),
+ * or -1 when the connection cannot take it.  pgconn_pipe_drain syncs,
+ * reads the result of every command sent since the last drain, and leaves
+ * pipeline mode.  *failed_at is the index of the first command that failed
+ * (err says why; the server skipped the ones after it) or -1.
  * Returns -1 with err when the connection failed. */
-int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const *params);
-int pgconn_pipe_drain(pgconn *c, int n, int *failed_at, char *err, size_t errlen);
+int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const *params, int prepare);
+int pgconn_pipe_drain(pgconn *c, int *failed_at, char *err, size_t errlen);
+
+/* Keep statements prepared (server-side, per connection) instead of
+ * parsing them each time: pgconn_exec_after's main statement and
+ * pgconn_pipe_send's when it allows it. */
+void pgconn_set_prepare(pgconn *c, int on);
 
 /* Run a simple multi-statement command and keep the results that carry
  * rows (SELECT, FETCH), in order, up to max of them.  Returns how many
