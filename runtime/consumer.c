@@ -632,17 +632,16 @@ static int consumer_batch_hook(pgqlua_consumer *c, int end, const pgq_batch *b, 
 static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch *b)
 {
 	char err[1024];
-	PGresult *chunks[2], *res, *ahead;
+	PGresult *res;
 	pgqlua_status st = PGQLUA_OK;
 	long long n_events = 0;
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
 	int finished;
 	pgq_result nr;
 
-	if (pgq_open_batch(c->conn, b, c->cfg->fetch_size, chunks, err, sizeof(err)) != 0)
+	res = pgq_open_batch(c->conn, b, c->cfg->fetch_size, err, sizeof(err));
+	if (!res)
 		return db_failure(c, "opening the batch cursor", err);
-	res = chunks[0];
-	ahead = chunks[1];   /* the read-ahead: at most two chunks are held */
 	c->batch_id = b->batch_id;
 	c->replaying = 0;
 	if (c->tconn) {
@@ -665,7 +664,15 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		goto out;
 	}
 	for (;;) {
-		int n = PQntuples(res);
+		int n = PQntuples(res), more = n >= c->cfg->fetch_size;
+		/* a full chunk: the server reads the next one while the script
+		 * works on this one (at most two chunks are held) */
+		if (more && pgq_fetch_async(c->conn, c->cfg->fetch_size) != 0) {
+			ldb_batch_end(&c->db);
+			pgconn_result_error(c->conn, NULL, err, sizeof(err));
+			st = db_failure(c, "fetching events", err);
+			goto out;
+		}
 		for (int i = 0; i < n; i++) {
 			event_step step;
 			if (c->stop_requests > 1) {
@@ -699,14 +706,10 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 			st = PGQLUA_ERR_DB;
 			goto out;
 		}
-		if (n < c->cfg->fetch_size)
+		if (!more)
 			break;
 		PQclear(res);
-		res = ahead;
-		ahead = NULL;
-		if (res)
-			continue;
-		res = pgq_fetch_events(c->conn, c->cfg->fetch_size, err, sizeof(err));
+		res = pgconn_take_async(c->conn, err, sizeof(err));
 		if (!res) {
 			ldb_batch_end(&c->db);
 			st = db_failure(c, "fetching events", err);
@@ -743,7 +746,7 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
 out:
 	PQclear(res);
-	PQclear(ahead);
+	pgconn_drop_async(c->conn);
 	log_set_batch(0);
 	return st;
 }

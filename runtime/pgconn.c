@@ -31,6 +31,10 @@ struct pgconn {
 	int *seg_slot;
 	unsigned char *seg_parse;
 	int nseg, capseg;
+	/* pgconn_send_async: a statement in flight, then its result */
+	int async;
+	PGresult *async_res;
+	char async_err[512];
 };
 
 /* Newlines and tabs to single spaces, no trailing space: one log line. */
@@ -192,6 +196,9 @@ static void stmt_forget(pgconn *c, int slot)
 void pgconn_close(pgconn *c)
 {
 	PGcancel *cancel = c->cancel;
+	c->async = 0;
+	PQclear(c->async_res);
+	c->async_res = NULL;
 	for (int i = 0; i < STMT_MAX; i++)
 		stmt_forget(c, i);
 	c->nseg = 0;
@@ -248,6 +255,62 @@ static int is_copy(ExecStatusType st)
 	return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
 }
 
+/* Read the result of the statement in flight (pgconn_send_async), if
+ * any, so that the connection can take another one. */
+static void settle(pgconn *c)
+{
+	PGresult *res;
+	if (!c->async)
+		return;
+	c->async = 0;
+	while (c->pg && (res = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (st == PGRES_TUPLES_OK && !c->async_res && !c->async_err[0]) {
+			c->async_res = res;
+			continue;
+		}
+		if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && !c->async_err[0])
+			pgconn_result_error(c, res, c->async_err, sizeof(c->async_err));
+		PQclear(res);
+	}
+	if (c->async_err[0]) {
+		PQclear(c->async_res);
+		c->async_res = NULL;
+	} else if (!c->async_res)
+		pgconn_result_error(c, NULL, c->async_err, sizeof(c->async_err));
+}
+
+int pgconn_send_async(pgconn *c, const char *sql)
+{
+	pgconn_drop_async(c);
+	c->async_err[0] = '\0';
+	if (!c->pg || !PQsendQuery(c->pg, sql)) {
+		pgconn_result_error(c, NULL, c->async_err, sizeof(c->async_err));
+		return -1;
+	}
+	c->async = 1;
+	return 0;
+}
+
+PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen)
+{
+	PGresult *res;
+	settle(c);
+	res = c->async_res;
+	c->async_res = NULL;
+	if (!res)
+		snprintf(err, errlen, "%s", c->async_err[0] ? c->async_err : "no statement was sent");
+	c->async_err[0] = '\0';
+	return res;
+}
+
+void pgconn_drop_async(pgconn *c)
+{
+	settle(c);
+	PQclear(c->async_res);
+	c->async_res = NULL;
+}
+
 PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const *params,
                       char *err, size_t errlen)
 {
@@ -258,6 +321,7 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 		snprintf(err, errlen, "not connected");
 		return NULL;
 	}
+	settle(c);
 	if (params)
 		res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
 	else
@@ -396,6 +460,7 @@ int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const 
 	if (!c->pg)
 		return -1;
 	if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
+		settle(c);
 		if (!PQenterPipelineMode(c->pg))
 			return -1;
 		c->nseg = 0;
@@ -498,6 +563,7 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 		snprintf(err, errlen, "not connected");
 		return NULL;
 	}
+	settle(c);
 	if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF || !PQenterPipelineMode(c->pg)) {
 		pgconn_result_error(c, NULL, err, errlen);
 		return NULL;
@@ -546,6 +612,8 @@ int pgconn_exec_rows(pgconn *c, const char *sql, PGresult **out, int max, char *
 	PGresult *res;
 	int n = 0, failed = 0;
 
+	if (c->pg)
+		settle(c);
 	if (!c->pg || !PQsendQuery(c->pg, sql)) {
 		pgconn_result_error(c, NULL, err, errlen);
 		return -1;

@@ -66,6 +66,14 @@ int pgconn_pipe_drain(pgconn *c, int *failed_at, char *err, size_t errlen);
  * pgconn_pipe_send's when it allows it. */
 void pgconn_set_prepare(pgconn *c, int on);
 
+/* One statement in flight while the caller does other work: sent by
+ * pgconn_send_async, its rows taken by pgconn_take_async (NULL with err if
+ * it failed).  Any other use of the connection first reads its result and
+ * keeps it for pgconn_take_async; pgconn_drop_async forgets it. */
+int pgconn_send_async(pgconn *c, const char *sql);
+PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen);
+void pgconn_drop_async(pgconn *c);
+
 /* Run a simple multi-statement command and keep the results that carry
  * rows (SELECT, FETCH), in order, up to max of them.  Returns how many
  * were kept, or -1 with err (nothing kept). */

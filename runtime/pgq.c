@@ -82,45 +82,39 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 	return next_batch_result(res, out, err, errlen);
 }
 
-int pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, PGresult **chunks, char *err,
-                   size_t errlen)
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *err, size_t errlen)
 {
 	/* batch_event_sql's query in our own cursor (what get_batch_cursor
-	 * does, without PL/pgSQL handing over each row); BEGIN and the
-	 * read-ahead FETCH ride in the same round trip */
+	 * does, without PL/pgSQL handing over each row); BEGIN and the first
+	 * FETCH ride in the same round trip */
 	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for ";
-	char tail[96];
+	char tail[64];
 	size_t n = strlen(b->sql);
 	char *sql;
+	PGresult *res = NULL;
 	int got;
 
-	snprintf(tail, sizeof(tail), "; fetch %d from " CURSOR_NAME "; fetch %d from " CURSOR_NAME,
-	         fetch_size, fetch_size);
+	snprintf(tail, sizeof(tail), "; fetch %d from " CURSOR_NAME, fetch_size);
 	sql = malloc(sizeof(head) + n + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return NULL;
 	}
 	memcpy(sql, head, sizeof(head) - 1);
 	memcpy(sql + sizeof(head) - 1, b->sql, n);
 	strcpy(sql + sizeof(head) - 1 + n, tail);
-	got = pgconn_exec_rows(c, sql, chunks, 2, err, errlen);
+	got = pgconn_exec_rows(c, sql, &res, 1, err, errlen);
 	free(sql);
-	if (got == 2)
-		return 0;
-	if (got >= 0) {
-		while (got > 0)
-			PQclear(chunks[--got]);
-		snprintf(err, errlen, "opening the batch cursor returned too few results");
-	}
-	return -1;
+	if (got == 0)
+		snprintf(err, errlen, "opening the batch cursor returned no rows");
+	return got == 1 ? res : NULL;
 }
 
-PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen)
+int pgq_fetch_async(pgconn *c, int fetch_size)
 {
 	char sql[64];
 	snprintf(sql, sizeof(sql), "fetch %d from " CURSOR_NAME, fetch_size);
-	return pgconn_exec(c, sql, 0, NULL, err, errlen);
+	return pgconn_send_async(c, sql);
 }
 
 int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PGresult *res,

@@ -42,14 +42,13 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
                           const pgq_batch_knobs *knobs, pgq_batch *out,
                           char *err, size_t errlen);
 
-/* BEGIN, open the batch cursor, and read its first two chunks of up to
- * fetch_size rows each into chunks[0] and chunks[1], in one round trip.
- * 0, or -1 with err. */
-int pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, PGresult **chunks,
-                   char *err, size_t errlen);
+/* BEGIN, open the batch cursor and return its first fetch_size rows, in
+ * one round trip; NULL with err. */
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *err, size_t errlen);
 
-/* The next fetch_size rows of the open batch cursor. */
-PGresult *pgq_fetch_events(pgconn *c, int fetch_size, char *err, size_t errlen);
+/* Ask for the next fetch_size rows of the open batch cursor without
+ * waiting; pgconn_take_async(c) returns them.  0 or -1. */
+int pgq_fetch_async(pgconn *c, int fetch_size);
 
 /* pgq.event_retry_raw for row `row` of a cursor result: the event comes back
  * to this consumer after `delay` seconds with ev_retry + 1. */
