@@ -636,7 +636,7 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	pgqlua_status st = PGQLUA_OK;
 	long long n_events = 0;
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
-	int finished;
+	int finished, stopping;
 	pgq_result nr;
 
 	res = pgq_open_batch(c->conn, b, c->cfg->fetch_size, err, sizeof(err));
@@ -732,14 +732,17 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		}
 		fault_point("after_target_commit");
 	}
+	/* the next batch comes with this one's commit, unless the consumer is
+	 * stopping: then no batch is left taken and unprocessed */
+	stopping = c->stop_requests > 0;
 	nr = pgq_finish_and_next(c->conn, b->batch_id, c->cfg->queue_name, c->cfg->consumer_name, &k,
-	                         &c->next, &finished, err, sizeof(err));
+	                         stopping ? NULL : &c->next, &finished, err, sizeof(err));
 	if (!finished) {
 		st = db_failure(c, "finishing the batch", err);
 		goto out;
 	}
 	/* the batch is committed; an error of next_batch shows on the next try */
-	c->next_known = nr == PGQ_DONE ? 1 : nr == PGQ_NONE ? 2 : 0;
+	c->next_known = stopping ? 0 : nr == PGQ_DONE ? 1 : nr == PGQ_NONE ? 2 : 0;
 	fault_point("after_source_commit");
 	c->stats.batches++;
 	c->stats.lag = b->lag;

@@ -159,6 +159,13 @@ pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
 	PGresult *res;
 
 	snprintf(finish, sizeof(finish), "select pgq.finish_batch(%lld)", batch_id);
+	if (!next) {
+		/* finish only: the consumer is stopping */
+		res = pgconn_exec_after(c, pre, 2, "commit", 0, NULL, &failed_pre, err, errlen);
+		*finished = res != NULL;
+		PQclear(res);
+		return *finished ? PGQ_NONE : PGQ_ERROR;
+	}
 	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
 	                  queue, consumer);
 	res = pgconn_exec_after(c, pre, 3, NEXT_BATCH_SQL, 5, params, &failed_pre, err, errlen);

@@ -58,7 +58,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer,
 /* Close the cursor, pgq.finish_batch, COMMIT, then pgq.next_batch_custom
  * for the next batch, all in one round trip.  *finished says whether the
  * batch was committed; the result is next_batch's (PGQ_ERROR with err
- * either way). */
+ * either way).  With next NULL, only the batch is finished. */
 pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
                                const char *consumer, const pgq_batch_knobs *knobs, pgq_batch *next,
                                int *finished, char *err, size_t errlen);

@@ -142,14 +142,34 @@ ticked() {
 	[ "$(sql "select public.pgqlua_test_ticked('$1')")" == "t" ]
 }
 
+# pgqlua_test_owned_pending(q, c): a retried event that pgqd has moved back
+# into the queue for consumer c (ev_owner) and that c has not reached yet.
+sql "create or replace function public.pgqlua_test_owned_pending(q text, c text) returns bool language plpgsql as \$\$
+declare
+	r record;
+	found bool;
+begin
+	select qu.queue_id, qu.queue_data_pfx, s.sub_id, s.sub_last_tick into r
+	  from pgq.queue qu join pgq.subscription s on s.sub_queue = qu.queue_id
+	  join pgq.consumer co on co.co_id = s.sub_consumer
+	 where qu.queue_name = q and co.co_name = c;
+	execute format('select exists (select 1 from %s e, pgq.tick t where e.ev_owner = %s
+	                  and t.tick_queue = %s and t.tick_id = %s
+	                  and not txid_visible_in_snapshot(e.ev_txid, t.tick_snapshot))',
+	               r.queue_data_pfx, r.sub_id, r.queue_id, r.sub_last_tick) into found;
+	return found;
+end \$\$" > /dev/null
+
 # drained QUEUE CONSUMER: prints the queue's last tick id when CONSUMER has
-# finished that tick and has nothing waiting in the retry queue; fails if not.
+# finished that tick and has nothing waiting in the retry queue, nor a
+# retried event moved back into the queue beyond its last tick; fails if not.
 drained() {
 	local out
 	out=$(sql "select q.last_tick_id from pgq.get_consumer_info('$1', '$2') c, pgq.get_queue_info('$1') q
 	           where c.last_tick = q.last_tick_id and c.current_batch is null
 	             and not exists (select 1 from pgq.retry_queue r join pgq.subscription s on s.sub_id = r.ev_owner
-	                             join pgq.consumer co on co.co_id = s.sub_consumer where co.co_name = '$2')")
+	                             join pgq.consumer co on co.co_id = s.sub_consumer where co.co_name = '$2')
+	             and not public.pgqlua_test_owned_pending('$1', '$2')")
 	[ -n "$out" ] && echo "$out"
 }
 

@@ -101,6 +101,8 @@ set -e
 expect_eq "stop in the middle of a batch exits 0" "0" "$rc"
 expect_eq "the batch being processed was committed whole" "100|100" \
 	"$(sql "select count(*), count(distinct ev_id) from r_slow where run = 'stopped'")"
+expect_eq "a stopped consumer leaves no batch taken (the next is not fetched)" "t" \
+	"$(sql "select current_batch is null from pgq.get_consumer_info('q_slow', 'c_slow')")"
 
 sql "select pgq.insert_event('q_slow', 'x', i::text) from generate_series(1, 100) i" > /dev/null
 wait_until 30 ticked q_slow || fail "q_slow never ticked again"
