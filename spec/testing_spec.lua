@@ -231,6 +231,14 @@ events:
     assert.matches("3 events: 2 OK, 1 RETRY; all as expected\n$", out)
   end)
 
+  it("prints db:send statements as db:send", function()
+    local sender = write("sender.lua",
+      "function process_event(ev, db) db:send('insert into t values ($1)', ev.data) end")
+    local rc, out = cli({ sender, "--event", '{"data":"a"}' })
+    assert.are.equal(0, rc)
+    assert.matches('event 1 %(event%): OK\n    db:send insert into t values %(%$1%) %["a"%]', out)
+  end)
+
   it("exits 1 for a script error or an unexpected outcome, naming file:line", function()
     local rc, out = cli({ script, "--event", '{"data":"boom"}' })
     assert.are.equal(1, rc)

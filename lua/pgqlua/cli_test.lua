@@ -140,7 +140,7 @@ local function report(r, expect)
   end
   out("\n")
   for _, s in ipairs(r.sql) do
-    out("    db:exec ", testing.trace_text(s.sql, s.params, s.n),
+    out(s.sent and "    db:send " or "    db:exec ", testing.trace_text(s.sql, s.params, s.n),
       s.error and ("  -> SQL error: " .. s.error) or "", "\n")
   end
   for _, l in ipairs(r.logs) do
@@ -165,7 +165,9 @@ local function report_hook(rec)
   if not rec then return end
   if #rec.sql == 0 and #rec.logs == 0 and not rec.error then return end
   out(rec.hook, rec.error and (": ERROR error=" .. rec.error) or "", "\n")
-  for _, s in ipairs(rec.sql) do out("    db:exec ", testing.trace_text(s.sql, s.params, s.n), "\n") end
+  for _, s in ipairs(rec.sql) do
+    out(s.sent and "    db:send " or "    db:exec ", testing.trace_text(s.sql, s.params, s.n), "\n")
+  end
   for _, l in ipairs(rec.logs) do out(string.format("    log %s %s: %s\n", l.level, l.where, l.message)) end
 end
 
