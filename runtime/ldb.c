@@ -194,6 +194,8 @@ static int window_open(ldb_state *st)
 static int replay_without(ldb_state *st, int drop, char *err, size_t errlen)
 {
 	int n = 0;
+	if (drop == st->event)
+		st->event_undone = 1;
 	for (int i = 0; i < st->nlog; i++)
 		if (st->log[i].event != drop)
 			st->log[n++] = st->log[i];
@@ -289,6 +291,7 @@ void ldb_event_begin(ldb_state *st, int event)
 	st->event_stmts = 0;
 	st->event_exec = 0;
 	st->event_unlogged = 0;
+	st->event_undone = 0;
 	st->sql_failed = 0;
 	st->sql_error[0] = '\0';
 }
@@ -315,7 +318,8 @@ int ldb_event_end(ldb_state *st, int keep, int close, char *err, size_t errlen)
 		keep = 0;
 	}
 	if (!keep && st->event_stmts > 0) {
-		if (replay_without(st, st->event, err, errlen) != 0 || drain(st, err, errlen) != 0)
+		if (!st->event_undone &&
+		    (replay_without(st, st->event, err, errlen) != 0 || drain(st, err, errlen) != 0))
 			return -1;
 		close = 1;
 	}
@@ -522,13 +526,53 @@ static void log_sql(lua_State *L, const char *verb, const char *sql, int nparams
 	lua_pop(L, 1);
 }
 
-/* rows, count = db:exec(sql, ...) */
-static int ldb_exec(lua_State *L) /* MAY_LJMP */
+/* What db:exec and db:send share: the handle, the SQL and its parameters
+ * as text (kept on the stack), refused if the event already failed or the
+ * statement is transaction control.  verb is "exec" or "send". */
+static ldb_ud *take_statement(lua_State *L, const char *verb, const char **sql, int *nparams,
+                              const char ***paramsp) /* MAY_LJMP */
 {
 	ldb_ud *ud = check_handle(L);
 	ldb_state *st = ud->st;
-	const char *sql = luaL_checkstring(L, 2);
-	int nparams = lua_gettop(L) - 2;
+	const char **params;
+
+	*sql = luaL_checkstring(L, 2);
+	*nparams = lua_gettop(L) - 2;
+	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(*nparams > 0 ? *nparams : 1), 0);
+	for (int i = 0; i < *nparams; i++)
+		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
+	if (st->sql_failed)
+		luaL_error(L, "db:%s: an earlier statement of this event failed (%s); the event's writes will be rolled back",
+		           verb, st->sql_error);
+	if (is_transaction_control(*sql)) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "db:%s: " TXN_REFUSED, verb);
+		set_failed(st, msg);
+		luaL_error(L, "%s", msg);
+	}
+	*paramsp = params;
+	return ud;
+}
+
+/* Wait for the sends in the pipeline; raises if that fails.  Returns
+ * whether a send of this event turned out to have failed (sql_error). */
+static int wait_sends(lua_State *L, ldb_state *st, const char *verb) /* MAY_LJMP */
+{
+	char err[1024];
+	if (drain(st, err, sizeof(err)) != 0) {
+		set_failed(st, err);
+		luaL_error(L, "db:%s: %s", verb, err);
+	}
+	return st->sql_failed;
+}
+
+/* rows, count = db:exec(sql, ...) */
+static int ldb_exec(lua_State *L) /* MAY_LJMP */
+{
+	ldb_ud *ud;
+	ldb_state *st;
+	const char *sql;
+	int nparams;
 	const char **params;
 	char err[1024];
 	const char *pre[2];
@@ -537,23 +581,10 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	int nrows, ncols, npre, failed_pre;
 
 	/* stack: 1 handle, 2 sql, 3.. params, then the params array, the guard */
-	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams > 0 ? nparams : 1), 0);
-	for (int i = 0; i < nparams; i++)
-		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
-
-	if (st->sql_failed)
-		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
-		                  st->sql_error);
-	if (is_transaction_control(sql)) {
-		set_failed(st, "db:exec: " TXN_REFUSED);
-		return luaL_error(L, "db:exec: " TXN_REFUSED);
-	}
+	ud = take_statement(L, "exec", &sql, &nparams, &params);
+	st = ud->st;
 	/* the sends before it first: their errors come before this statement */
-	if (st->npend > 0 && drain(st, err, sizeof(err)) != 0) {
-		set_failed(st, err);
-		return luaL_error(L, "db:exec: %s", err);
-	}
-	if (st->sql_failed)
+	if (st->npend > 0 && wait_sends(L, st, "exec"))
 		return luaL_error(L, "db:exec: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		                  st->sql_error);
 	guard = lua_newuserdatauv(L, sizeof(*guard), 0);
@@ -623,33 +654,18 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 /* db:send(sql, ...): queue a write; nothing is returned */
 static int ldb_send(lua_State *L) /* MAY_LJMP */
 {
-	ldb_ud *ud = check_handle(L);
-	ldb_state *st = ud->st;
-	const char *sql = luaL_checkstring(L, 2);
-	int nparams = lua_gettop(L) - 2;
+	const char *sql;
+	int nparams;
 	const char **params;
+	ldb_state *st = take_statement(L, "send", &sql, &nparams, &params)->st;
 	char err[1024];
 
-	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nparams > 0 ? nparams : 1), 0);
-	for (int i = 0; i < nparams; i++)
-		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
-	if (st->sql_failed)
-		return luaL_error(L, "db:send: an earlier statement of this event failed (%s); the event's writes will be rolled back",
-		                  st->sql_error);
-	if (is_transaction_control(sql)) {
-		set_failed(st, "db:send: " TXN_REFUSED);
-		return luaL_error(L, "db:send: " TXN_REFUSED);
-	}
 	if (window_open(st) != 0)
 		goto broken;
 	if (!st->event_unlogged && (st->nlog >= LOG_MAX || st->used >= ARENA_MAX)) {
 		/* the events before this one are checked now, so that only this
 		 * one can fail from here on: it needs no log, it is undone whole */
-		if (drain(st, err, sizeof(err)) != 0) {
-			set_failed(st, err);
-			return luaL_error(L, "db:send: %s", err);
-		}
-		if (st->sql_failed)
+		if (wait_sends(L, st, "send"))
 			return luaL_error(L, "%s", st->sql_error);
 		st->event_unlogged = 1;
 	}
@@ -661,14 +677,8 @@ static int ldb_send(lua_State *L) /* MAY_LJMP */
 		log_sql(L, "db:send", sql, nparams, params);
 	if (pipe_send(st, st->event, sql, nparams, params) != 0)
 		goto broken;
-	if (st->npend >= PIPE_MAX) {
-		if (drain(st, err, sizeof(err)) != 0) {
-			set_failed(st, err);
-			return luaL_error(L, "db:send: %s", err);
-		}
-		if (st->sql_failed)
-			return luaL_error(L, "%s", st->sql_error);
-	}
+	if (st->npend >= PIPE_MAX && wait_sends(L, st, "send"))
+		return luaL_error(L, "%s", st->sql_error);
 	return 0;
 broken:
 	pgconn_result_error(st->conn, NULL, err, sizeof(err));

@@ -36,6 +36,7 @@ typedef struct ldb_state {
 	int event_stmts;       /* statements this event ran or sent */
 	int event_exec;        /* this event used db:exec */
 	int event_unlogged;    /* this event's later sends are not in the log */
+	int event_undone;      /* this event's statements were rolled back already */
 	int sql_failed;        /* a statement of this event failed */
 	int broken;            /* our savepoint failed: the batch must roll back */
 	char sql_error[512];

@@ -15,7 +15,6 @@ typedef struct stmt_entry {
 	char *sql;                /* NULL: a free slot */
 	unsigned long hash;
 	long id;                  /* its name is pgqlua_<id>; ids are never reused */
-	int ready;                /* its Parse is known to have succeeded */
 } stmt_entry;
 
 struct pgconn {
@@ -25,6 +24,7 @@ struct pgconn {
 	char safe_name[256];
 	int prepare;                 /* keep statements prepared */
 	stmt_entry stmts[STMT_MAX];
+	int last_slot;               /* the slot found last */
 	long next_id;
 	/* commands in the pipeline since its last sync: the statement slot
 	 * (-1: unnamed) and whether the command is its Parse */
@@ -370,22 +370,24 @@ static unsigned long hash_sql(const char *s)
 static int stmt_slot(pgconn *c, const char *sql, int *added)
 {
 	unsigned long h = hash_sql(sql);
-	int free_slot = -1;
+	int free_slot = -1, last = c->last_slot;
 	*added = 0;
+	/* a script sends the same statement event after event */
+	if (c->stmts[last].sql && c->stmts[last].hash == h && strcmp(c->stmts[last].sql, sql) == 0)
+		return last;
 	for (int i = 0; i < STMT_MAX; i++) {
 		if (!c->stmts[i].sql) {
 			if (free_slot < 0)
 				free_slot = i;
 		} else if (c->stmts[i].hash == h && strcmp(c->stmts[i].sql, sql) == 0)
-			return i;
+			return c->last_slot = i;
 	}
 	if (free_slot < 0 || !(c->stmts[free_slot].sql = strdup(sql)))
 		return -1;
 	c->stmts[free_slot].hash = h;
 	c->stmts[free_slot].id = ++c->next_id;
-	c->stmts[free_slot].ready = 0;
 	*added = 1;
-	return free_slot;
+	return c->last_slot = free_slot;
 }
 
 static int seg_push(pgconn *c, int slot, int parse)
@@ -439,9 +441,7 @@ static void seg_result(pgconn *c, int i, ExecStatusType st, const PGresult *res)
 	if (slot < 0 || !c->stmts[slot].sql)
 		return;
 	if (c->seg_parse[i]) {
-		if (st == PGRES_COMMAND_OK)
-			c->stmts[slot].ready = 1;
-		else
+		if (st != PGRES_COMMAND_OK)
 			stmt_forget(c, slot);   /* failed or skipped: maybe not there */
 		return;
 	}

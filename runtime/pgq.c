@@ -161,9 +161,9 @@ pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
 	snprintf(finish, sizeof(finish), "select pgq.finish_batch(%lld)", batch_id);
 	if (!next) {
 		/* finish only: the consumer is stopping */
-		res = pgconn_exec_after(c, pre, 2, "commit", 0, NULL, &failed_pre, err, errlen);
-		*finished = res != NULL;
-		PQclear(res);
+		char sql[128];
+		snprintf(sql, sizeof(sql), "close " CURSOR_NAME "; %s; commit", finish);
+		*finished = pgconn_cmd(c, sql, err, errlen) == 0;
 		return *finished ? PGQ_NONE : PGQ_ERROR;
 	}
 	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
