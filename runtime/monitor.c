@@ -58,7 +58,10 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 		goto done;
 	}
 	res = pgconn_exec(c,
-	                  "select extract(epoch from c.lag)::float8, extract(epoch from c.last_seen)::float8,"
+	                  /* both are now() minus a time the consumer's own transaction set:
+	                   * slightly negative when that began after ours */
+	                  "select greatest(extract(epoch from c.lag), 0)::float8,"
+	                  " greatest(extract(epoch from c.last_seen), 0)::float8,"
 	                  " c.pending_events, c.last_tick, coalesce(c.current_batch, 0),"
 	                  " case when to_regclass('pgqlua.failed_event') is null then -1 else"
 	                  "  (select count(*) from pgqlua.failed_event f"
