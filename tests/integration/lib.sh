@@ -15,6 +15,15 @@ source "$PGTMP/env"
 export PGDATABASE=pgqlua_test
 export PGOPTIONS="-c client_min_messages=warning"
 
+# PGQLUA_TEST_TIME_SCALE (default 1) multiplies every deadline of the tests:
+# the sanitizer and valgrind passes set it higher, and so may a busy machine.
+TIME_SCALE=${PGQLUA_TEST_TIME_SCALE:-1}
+if [ "${PGQLUA_VALGRIND:-0}" == 1 ]; then   # memcheck runs the consumer ~20x slower
+	TIME_SCALE=$(awk -v k="$TIME_SCALE" 'BEGIN { print k * 4 }')
+fi
+# scaled SECONDS: SECONDS times the time scale, rounded up to whole seconds
+scaled() { awk -v s="$1" -v k="$TIME_SCALE" 'BEGIN { v = s * k; printf "%d", (v == int(v)) ? v : int(v) + 1 }'; }
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgqlua-test.XXXXXX")
 TEST_NAME=$(basename "$0" .sh)
 N_OK=0
@@ -72,7 +81,7 @@ expect_match() {
 
 # wait_sql WHAT SQL EXPECTED [SECONDS]: poll until SQL returns EXPECTED.
 wait_sql() {
-	local deadline=$((SECONDS + ${4:-30})) got=""
+	local deadline=$((SECONDS + $(scaled "${4:-30}"))) got=""
 	while [ $SECONDS -lt "$deadline" ]; do
 		got=$(sql "$2" 2>&1) || true
 		if [ "$got" == "$3" ]; then ok "$1"; return 0; fi
@@ -84,7 +93,7 @@ wait_sql() {
 
 # wait_until SECONDS CMD...: poll a command until it succeeds; 1 on timeout.
 wait_until() {
-	local deadline=$((SECONDS + $1))
+	local deadline=$((SECONDS + $(scaled "$1")))
 	shift
 	while [ $SECONDS -lt "$deadline" ]; do
 		if "$@"; then return 0; fi
@@ -160,17 +169,37 @@ begin
 	return found;
 end \$\$" > /dev/null
 
-# drained QUEUE CONSUMER: prints the queue's last tick id when CONSUMER has
-# finished that tick and has nothing waiting in the retry queue, nor a
-# retried event moved back into the queue beyond its last tick; fails if not.
+# tick_target QUEUE: prints the id of the queue's last tick once that tick
+# covers every event inserted so far; fails (prints nothing) until then.
+# A fixed target: ticks taken later do not move it.
+tick_target() {
+	local t
+	t=$(sql "select last_tick_id from pgq.get_queue_info('$1') where public.pgqlua_test_ticked('$1')")
+	[ -n "$t" ] && echo "$t"
+}
+
+# consumer_state QUEUE CONSUMER TARGET: "done" when CONSUMER has finished tick
+# TARGET (or a later one), holds no open batch and has nothing of its own
+# waiting: neither in the retry queue nor moved back into the queue beyond
+# its last tick; "retry" when such a retried event waits (it comes back only
+# through pgqd and a later tick, so the target has to be taken again);
+# "behind" otherwise.
+consumer_state() {
+	sql "select case
+	        when exists (select 1 from pgq.retry_queue r join pgq.subscription s on s.sub_id = r.ev_owner
+	                     join pgq.consumer co on co.co_id = s.sub_consumer
+	                     join pgq.queue qu on qu.queue_id = s.sub_queue
+	                     where co.co_name = '$2' and qu.queue_name = '$1')
+	             or public.pgqlua_test_owned_pending('$1', '$2') then 'retry'
+	        when c.last_tick >= $3 and c.current_batch is null then 'done'
+	        else 'behind' end
+	     from pgq.get_consumer_info('$1', '$2') c"
+}
+
+# drained QUEUE CONSUMER TARGET: CONSUMER has passed tick TARGET with nothing
+# of its own left waiting.
 drained() {
-	local out
-	out=$(sql "select q.last_tick_id from pgq.get_consumer_info('$1', '$2') c, pgq.get_queue_info('$1') q
-	           where c.last_tick = q.last_tick_id and c.current_batch is null
-	             and not exists (select 1 from pgq.retry_queue r join pgq.subscription s on s.sub_id = r.ev_owner
-	                             join pgq.consumer co on co.co_id = s.sub_consumer where co.co_name = '$2')
-	             and not public.pgqlua_test_owned_pending('$1', '$2')")
-	[ -n "$out" ] && echo "$out"
+	[ "$(consumer_state "$1" "$2" "$3")" == done ]
 }
 
 # run_once CONSUMER: one `pgqlua run --once`; its log appends to WORK/CONSUMER.log.
@@ -186,26 +215,37 @@ run_once() {
 	fi
 }
 
-# drain QUEUE CONSUMER [SECONDS]: run --once until every event (retries too)
-# is consumed.  A retried event re-enters the queue without a new sequence
-# value, so "drained" must hold across one more tick to be sure.
-drain() {
-	local q=$1 c=$2 deadline=$((SECONDS + ${3:-60})) settle=""
+# await_drained QUEUE CONSUMER SECONDS [STEP...]: until CONSUMER has consumed
+# every event inserted before the call (and every event it retried since),
+# run STEP (if any) and poll.  The target is the first tick that covers the
+# last insert; a retried event waiting for pgqd takes a new target once it
+# is back in the queue and ticked.  Never "equal to the latest tick", which
+# moves on while pgqd keeps ticking.
+await_drained() {
+	local q=$1 c=$2 deadline=$((SECONDS + $(scaled "$3"))) target=""
+	shift 3
 	while [ $SECONDS -lt "$deadline" ]; do
-		if ticked "$q"; then
-			run_once "$c" || true
-			local last
-			if last=$(drained "$q" "$c"); then
-				if [ -z "$settle" ]; then
-					settle=$last
-				elif [ "$last" -gt "$settle" ]; then
-					return 0
-				fi
-			else
-				settle=""
-			fi
+		[ -n "$target" ] || target=$(tick_target "$q") || target=""
+		if [ -n "$target" ]; then
+			if (($#)); then "$@" || true; fi
+			case $(consumer_state "$q" "$c" "$target") in
+			done) return 0 ;;
+			retry) target="" ;;
+			esac
 		fi
 		sleep 0.05
 	done
 	return 1
+}
+
+# drain QUEUE CONSUMER [SECONDS]: run --once until every event inserted so
+# far (retries too) is consumed.
+drain() {
+	await_drained "$1" "$2" "${3:-60}" run_once "$2"
+}
+
+# wait_drained QUEUE CONSUMER [SECONDS]: the same for a consumer that runs as
+# a daemon.
+wait_drained() {
+	await_drained "$1" "$2" "${3:-60}"
 }

@@ -9,7 +9,7 @@ expect_fail() {
 	local what=$1 code=$2 re=$3 rc out lines
 	shift 3
 	set +e
-	out=$(timeout 60 "$@" 2>&1 >/dev/null)
+	out=$(timeout "$(scaled 60)" "$@" 2>&1 >/dev/null)
 	rc=$?
 	set -e
 	lines=$(printf '%s\n' "$out" | grep -c . || true)

@@ -94,8 +94,7 @@ echo 'syntax error here' > "$WORK/c_rl.lua"
 kill -HUP "$pid"
 wait_until 30 grep -q "reload failed" "$WORK/c_rl.log" || fail "no failed reload logged"
 sql "select pgq.insert_event('q_rl', 'x', 'y')" > /dev/null
-drain_other() { drained q_rl c_rl > /dev/null; }
-wait_until 30 drain_other && ok "after a failed reload the consumer still consumes as c_rl" || fail "c_rl stopped consuming"
+wait_drained q_rl c_rl 30 && ok "after a failed reload the consumer still consumes as c_rl" || fail "c_rl stopped consuming"
 if grep -q "Not subscriber" "$WORK/c_rl.log"; then fail "the failed reload switched the consumer name"; else ok "the consumer name did not change"; fi
 kill -TERM "$pid"; wait "$pid" || true
 [ ! -e "$WORK/c_rl.pid" ] && ok "the original pid file is removed at exit" || fail "the pid file was left behind"

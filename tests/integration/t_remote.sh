@@ -51,7 +51,7 @@ wait_until 30 ticked q_rpath || fail "q_rpath never ticked"
 pid=$!
 CHILD_PIDS+=("$pid")
 wait_until 60 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c \"select count(*) from r_remote where q = 'q_rpath'\")\" -ge 3 ]" || true
-wait_until 60 drained q_rpath c_rpath > /dev/null || fail "q_rpath did not drain"
+wait_drained q_rpath c_rpath 60 || fail "q_rpath did not drain"
 expect_eq "after ABORT_BATCH each event is in the target once" "abort,one,three" \
 	"$(tsql "select string_agg(data, ',' order by data) from r_remote where q = 'q_rpath'")"
 expect_match "status shows the target's last batch beside the source's tick" \

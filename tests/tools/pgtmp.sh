@@ -23,8 +23,10 @@ PGBIN=${PGTMP_PGBIN:-/usr/lib/postgresql/15/bin}
 PGQD=${PGTMP_PGQD:-/usr/bin/pgqd}
 DATABASES=(pgqlua_test pgqlua_demo pgqlua_target)
 MARKER=.pgtmp          # marks DIR as ours; we never rm -rf a directory without it
-START_TIMEOUT=30       # seconds, server start / stop
-PGQD_TIMEOUT=10        # seconds, pgqd start / stop
+# seconds, scaled by PGQLUA_TEST_TIME_SCALE (default 1) like every deadline
+# of the tests
+START_TIMEOUT=$(awk -v k="${PGQLUA_TEST_TIME_SCALE:-1}" 'BEGIN { v = 30 * k; print (v == int(v)) ? v : int(v) + 1 }')   # server start / stop
+PGQD_TIMEOUT=$(awk -v k="${PGQLUA_TEST_TIME_SCALE:-1}" 'BEGIN { v = 10 * k; print (v == int(v)) ? v : int(v) + 1 }')    # pgqd start / stop
 PORT_MIN=20000
 PORT_RANGE=10000
 

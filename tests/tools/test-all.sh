@@ -10,6 +10,10 @@
 #   PGQLUA_SKIP_APT=1 ...              # do not touch packages
 #   PGQLUA_SKIP_SANITIZE=1 ...         # one build only
 #   PGQLUA_SKIP_FUZZ=1 ...             # no libFuzzer step (tests/fuzz/README.md)
+#   PGQLUA_TEST_TIME_SCALE=2 ...       # every deadline of the tests times 2
+#                                      # (default 1; the sanitizer pass triples it)
+#   PGQLUA_TEST_BUSY=2 ...             # that many CPU-bound busy loops run beside
+#                                      # the suite: it must not need an idle machine
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -35,6 +39,20 @@ fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
+TIME_SCALE=${PGQLUA_TEST_TIME_SCALE:-1}
+export PGQLUA_TEST_TIME_SCALE=$TIME_SCALE
+
+busy_pids=()
+stop_busy() { ((${#busy_pids[@]})) && kill "${busy_pids[@]}" 2>/dev/null; busy_pids=(); return 0; }
+trap stop_busy EXIT
+if [[ ${PGQLUA_TEST_BUSY:-0} -gt 0 ]]; then
+	echo "==> $PGQLUA_TEST_BUSY busy loops beside the suite"
+	for ((i = 0; i < PGQLUA_TEST_BUSY; i++)); do
+		bash -c 'while :; do :; done' &
+		busy_pids+=($!)
+	done
+fi
+
 run_suite() {   # BUILD_DIR CMAKE_ARGS...
 	local dir=$1
 	shift
@@ -51,6 +69,7 @@ if [[ ${PGQLUA_SKIP_SANITIZE:-0} != 1 ]]; then
 	mkdir -p build-asan
 	# leaks are checked by valgrind (the valgrind_* tests); ASan checks access
 	# the 1M-event memory test measures RSS: meaningless under ASan
+	PGQLUA_TEST_TIME_SCALE=$(awk -v k="$TIME_SCALE" 'BEGIN { print k * 3 }') \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	CTEST_ARGS="-E bigbatch" run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPGQLUA_SANITIZE=ON
 fi
