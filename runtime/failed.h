@@ -9,6 +9,9 @@
 #include "pgconn.h"
 #include <stdio.h>
 
+/* What to tell the user when schema pgqlua is missing. */
+#define FAILED_INSTALL_HINT " (run `pgqlua install CONFIG`)"
+
 /* Create schema pgqlua and its tables if missing (idempotent). */
 int failed_install_schema(pgconn *c, char *err, size_t errlen);
 

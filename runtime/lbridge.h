@@ -20,10 +20,12 @@ typedef enum lb_outcome {
 	LB_ERROR          /* a Lua error or an invalid return value */
 } lb_outcome;
 
+#define LB_MSG_LEN 1024
+
 typedef struct lb_result {
 	lb_outcome outcome;
 	double delay;         /* LB_RETRY: seconds, < 0 means retry_delay */
-	char msg[1024];       /* LB_FAILED reason or LB_ERROR message (file:line: ...) */
+	char msg[LB_MSG_LEN]; /* LB_FAILED reason or LB_ERROR message (file:line: ...) */
 } lb_result;
 
 /* Result codes as the script sees them (pgq.EVENT_OK ...). */

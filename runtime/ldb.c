@@ -25,6 +25,36 @@
 
 #define RESULT_MT "pgqlua.result"
 
+typedef struct ldb_sent ldb_sent;
+typedef struct ldb_failure ldb_failure;
+
+struct ldb_state {
+	pgconn *conn;
+	int active;            /* inside a batch: the handle may be used */
+	int window_open;       /* the window's savepoint is taken */
+	int release_pending;   /* a closed window's savepoint awaits RELEASE */
+	int event;             /* row of the event being run, or LDB_HOOK */
+	int event_stmts;       /* statements this event ran or sent */
+	int event_exec;        /* this event used db:exec */
+	int event_unlogged;    /* this event's later sends are not in the log */
+	int event_undone;      /* this event's statements were rolled back already */
+	ldb_error_source sql_failed;   /* a statement of this event failed, and which kind */
+	int broken;            /* our savepoint failed: the batch must roll back */
+	char sql_error[512];
+	long statements;       /* statements run in this batch */
+	/* the window's log of sends: what a replay sends again */
+	ldb_sent *log;
+	int nlog, caplog;
+	char *arena;           /* their SQL text and parameters */
+	size_t used, cap;
+	/* statements in the pipeline since its last sync: the event of each */
+	int *pend;
+	int npend, cappend;
+	/* events found failed after they ended, for the batch */
+	ldb_failure *fail;
+	int nfail, capfail;
+};
+
 /* Holds a PGresult while Lua builds rows from it: a memory error there
  * unwinds past ldb_exec, and __gc frees the result. */
 typedef struct result_guard {
@@ -158,7 +188,7 @@ static void log_clear(ldb_state *st)
 
 static void set_failed(ldb_state *st, const char *msg)
 {
-	st->sql_failed = 1;
+	st->sql_failed = LDB_ERR_SEND;
 	snprintf(st->sql_error, sizeof(st->sql_error), "%s", msg);
 }
 
@@ -224,7 +254,7 @@ static int drain(ldb_state *st, char *err, size_t errlen)
 			return -1;
 		}
 		if (PQtransactionStatus(pgconn_pg(st->conn)) == PQTRANS_IDLE) {
-			pgconn_close(st->conn);
+			pgconn_close(st->conn, "a db:send statement ended the batch's transaction");
 			snprintf(err, errlen, "db:send: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
 			return -1;
 		}
@@ -292,8 +322,20 @@ void ldb_event_begin(ldb_state *st, int event)
 	st->event_exec = 0;
 	st->event_unlogged = 0;
 	st->event_undone = 0;
-	st->sql_failed = 0;
+	st->sql_failed = LDB_ERR_NONE;
 	st->sql_error[0] = '\0';
+}
+
+ldb_error_source ldb_event_error(const ldb_state *st, const char **msg)
+{
+	if (msg)
+		*msg = st->sql_error;
+	return st->sql_failed;
+}
+
+ldb_state *ldb_new(void)
+{
+	return calloc(1, sizeof(ldb_state));
 }
 
 int ldb_event_end(ldb_state *st, int keep, int close, char *err, size_t errlen)
@@ -368,16 +410,13 @@ void ldb_batch_end(ldb_state *st)
 
 void ldb_free(ldb_state *st)
 {
+	if (!st)
+		return;
 	free(st->log);
 	free(st->arena);
 	free(st->pend);
 	free(st->fail);
-	st->log = NULL;
-	st->arena = NULL;
-	st->pend = NULL;
-	st->fail = NULL;
-	st->caplog = st->cappend = st->capfail = 0;
-	st->cap = 0;
+	free(st);
 }
 
 /* Skip blanks and comments. */
@@ -578,7 +617,7 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	const char *pre[2];
 	result_guard *guard;
 	PGresult *res;
-	int nrows, ncols, npre, failed_pre;
+	int nrows, ncols, npre, failed_at;
 
 	/* stack: 1 handle, 2 sql, 3.. params, then the params array, the guard */
 	ud = take_statement(L, "exec", &sql, &nparams, &params);
@@ -604,8 +643,8 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 	st->event_exec = 1;
 	if (log_current_level >= LOG_LVL_TRACE)
 		log_sql(L, "db:exec", sql, nparams, params);
-	res = pgconn_exec_after(st->conn, pre, npre, sql, nparams, params, &failed_pre, err, sizeof(err));
-	if (npre > 0 && !failed_pre) {
+	res = pgconn_exec_after(st->conn, pre, npre, sql, nparams, params, &failed_at, err, sizeof(err));
+	if (npre > 0 && (failed_at == -1 || failed_at >= npre)) {
 		st->release_pending = 0;
 		st->window_open = 1;
 	}
@@ -613,15 +652,15 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 		/* the script ended the batch's transaction: nothing after this
 		 * may autocommit, so drop the connection; the batch comes again */
 		PQclear(res);
-		pgconn_close(st->conn);
-		st->sql_failed = 1;
+		pgconn_close(st->conn, "the script ended the batch's transaction");
+		st->sql_failed = LDB_ERR_EXEC;
 		snprintf(st->sql_error, sizeof(st->sql_error), "the script ended the batch's transaction");
 		return luaL_error(L, "db:exec: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
 	}
 	if (!res) {
-		st->sql_failed = 1;
+		st->sql_failed = LDB_ERR_EXEC;
 		snprintf(st->sql_error, sizeof(st->sql_error), "%s", err);
-		if (failed_pre) {
+		if (failed_at >= 0 && failed_at < npre) {
 			/* where the window stands is unknown: the batch must go */
 			st->broken = 1;
 			return luaL_error(L, "db:exec: cannot take a savepoint: %s", err);

@@ -24,35 +24,24 @@
 
 #define LDB_HOOK (-1)      /* the "event" of on_batch_start/on_batch_end */
 
-typedef struct ldb_sent ldb_sent;
-typedef struct ldb_failure ldb_failure;
+/* The handle's state: one per consumer, opaque.  Functions that return
+ * int return 0 on success and -1 with err when the transaction is unusable,
+ * unless they say otherwise. */
+typedef struct ldb_state ldb_state;
 
-typedef struct ldb_state {
-	pgconn *conn;
-	int active;            /* inside a batch: the handle may be used */
-	int window_open;       /* the window's savepoint is taken */
-	int release_pending;   /* a closed window's savepoint awaits RELEASE */
-	int event;             /* row of the event being run, or LDB_HOOK */
-	int event_stmts;       /* statements this event ran or sent */
-	int event_exec;        /* this event used db:exec */
-	int event_unlogged;    /* this event's later sends are not in the log */
-	int event_undone;      /* this event's statements were rolled back already */
-	int sql_failed;        /* a statement of this event failed */
-	int broken;            /* our savepoint failed: the batch must roll back */
-	char sql_error[512];
-	long statements;       /* statements run in this batch */
-	/* the window's log of sends: what a replay sends again */
-	ldb_sent *log;
-	int nlog, caplog;
-	char *arena;           /* their SQL text and parameters */
-	size_t used, cap;
-	/* statements in the pipeline since its last sync: the event of each */
-	int *pend;
-	int npend, cappend;
-	/* events found failed after they ended, for consumer.c */
-	ldb_failure *fail;
-	int nfail, capfail;
-} ldb_state;
+/* Where the failure of the event being run came from. */
+typedef enum ldb_error_source {
+	LDB_ERR_NONE = 0,
+	LDB_ERR_EXEC,          /* a db:exec failed and the script went on */
+	LDB_ERR_SEND           /* a db:send of this event failed */
+} ldb_error_source;
+
+ldb_state *ldb_new(void);
+void ldb_free(ldb_state *st);
+
+/* Did a statement of the event being run fail?  *msg (if not NULL) gets
+ * its error text while the event runs. */
+ldb_error_source ldb_event_error(const ldb_state *st, const char **msg);
 
 /* Register the handle's metatable in L. */
 void ldb_open_lib(lua_State *L);
@@ -91,7 +80,5 @@ void ldb_after_commit(ldb_state *st);
 void ldb_batch_begin(ldb_state *st, pgconn *conn);
 void ldb_batch_end(ldb_state *st);
 
-/* Free the log's memory (the consumer is closing). */
-void ldb_free(ldb_state *st);
 
 #endif

@@ -136,7 +136,7 @@ void pgconn_free(pgconn *c)
 {
 	if (!c)
 		return;
-	pgconn_close(c);
+	pgconn_close(c, "the consumer is closing");
 	free(c->seg_slot);
 	free(c->seg_parse);
 	if (c->conninfo) {
@@ -157,7 +157,7 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 	const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
 	const char *vals[] = {"10", "pgqlua", c->conninfo, NULL};
 
-	pgconn_close(c);
+	pgconn_close(c, "connecting again");
 	if (pgconn_check_conninfo(c->conninfo, err, errlen) != 0)
 		return -1;
 	c->pg = PQconnectdbParams(keys, vals, 1);
@@ -172,7 +172,8 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
 		fold_line(msg);
 		snprintf(err, errlen, "cannot connect to %s: %s", c->safe_name, msg);
-		pgconn_close(c);
+		PQfinish(c->pg);
+		c->pg = NULL;
 		return -1;
 	}
 	c->cancel = PQgetCancel(c->pg);
@@ -193,9 +194,11 @@ static void stmt_forget(pgconn *c, int slot)
 	c->stmts[slot].sql = NULL;
 }
 
-void pgconn_close(pgconn *c)
+void pgconn_close(pgconn *c, const char *why)
 {
 	PGcancel *cancel = c->cancel;
+	if (c->pg)
+		log_debug("connection to %s closed: %s", c->safe_name, why);
 	c->async = 0;
 	PQclear(c->async_res);
 	c->async_res = NULL;
@@ -244,7 +247,7 @@ static int refuse_copy(pgconn *c, ExecStatusType st)
 		while (PQgetCopyData(c->pg, &buf, 0) > 0)
 			PQfreemem(buf);
 	else if (st == PGRES_COPY_BOTH) {
-		pgconn_close(c);
+		pgconn_close(c, "a statement started COPY BOTH");
 		return -1;
 	}
 	return 0;
@@ -550,13 +553,13 @@ int pgconn_pipe_drain(pgconn *c, int *failed_at, char *err, size_t errlen)
 }
 
 PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const char *sql,
-                            int nparams, const char *const *params, int *failed_pre,
+                            int nparams, const char *const *params, int *failed_at,
                             char *err, size_t errlen)
 {
 	PGresult *out;
 	int first_main, at, n;
 
-	*failed_pre = 0;
+	*failed_at = -1;
 	if (npre == 0 && !c->prepare)
 		return pgconn_exec(c, sql, nparams, params, err, errlen);
 	if (!c->pg) {
@@ -575,15 +578,18 @@ PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const c
 	first_main = c->nseg;
 	if ((n = send_stmt(c, sql, nparams, params, 1)) < 0)
 		goto broken;
-	if (pipe_finish(c, first_main + n - 1, &out, &at, err, errlen) != 0)
+	if (pipe_finish(c, first_main + n - 1, &out, &at, err, errlen) != 0) {
+		*failed_at = PGCONN_LOST;
 		return NULL;
+	}
 	if (at >= 0) {
-		*failed_pre = at < first_main;
+		*failed_at = at < first_main ? at : npre;
 		return NULL;
 	}
 	return out;
 broken:
 	/* what was queued still has to be read */
+	*failed_at = PGCONN_LOST;
 	pgconn_result_error(c, NULL, err, errlen);
 	{
 		char ignored[256];

@@ -11,6 +11,15 @@
 
 typedef struct pgconn pgconn;
 
+/* The size of an error buffer for one message from this module (one
+ * line, SQLSTATE and text). */
+#define PGCONN_ERR_LEN 1024
+
+/* pgconn_exec_after's *failed_at when the connection failed before every
+ * result was read: whether the commands after the last one seen ran is
+ * unknown. */
+#define PGCONN_LOST (-2)
+
 /* Keep the conninfo; do not connect.  NULL on out of memory. */
 pgconn *pgconn_new(const char *conninfo);
 void pgconn_free(pgconn *c);
@@ -18,7 +27,9 @@ void pgconn_free(pgconn *c);
 /* Connect (closing any old connection).  0 or -1 with a one-line err that
  * never contains the password. */
 int pgconn_connect(pgconn *c, char *err, size_t errlen);
-void pgconn_close(pgconn *c);
+/* Close the connection, if open; why goes to the debug log (the caller
+ * warns about a lost connection in its own words). */
+void pgconn_close(pgconn *c, const char *why);
 int pgconn_is_ok(const pgconn *c);
 PGconn *pgconn_pg(pgconn *c);
 
@@ -39,10 +50,11 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams,
 
 /* Run the parameterless commands pre[0..npre-1], then sql with params, in
  * one round trip (libpq pipeline mode).  Returns sql's result, or NULL
- * with err from the first statement that failed (*failed_pre is set when
- * that was one of pre). */
+ * with err.  *failed_at is -1 when nothing failed, the index of the first
+ * command that failed (npre for sql; the server skipped the ones after
+ * it), or PGCONN_LOST. */
 PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const char *sql,
-                            int nparams, const char *const *params, int *failed_pre,
+                            int nparams, const char *const *params, int *failed_at,
                             char *err, size_t errlen);
 
 /* Run DDL for `pgqlua install` in one transaction under an advisory lock

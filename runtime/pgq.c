@@ -4,6 +4,7 @@
  * except where a function says it begins or commits one.
  */
 #include "pgq.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,32 +148,54 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	return 0;
 }
 
-pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
-                               const char *consumer, const pgq_batch_knobs *k, pgq_batch *next,
-                               int *finished, char *err, size_t errlen)
+/* pgq.finish_batch, failing (22P02, with the text below) unless it
+ * returns 1, so that a batch another instance finished is not committed */
+#define FINISH_SQL \
+	"select case f when 1 then 1 else ('batch %lld " FINISH_NOT_OPEN " (pgq.finish_batch returned '" \
+	" || f || ')')::int4 end from pgq.finish_batch(%lld) f"
+#define FINISH_NOT_OPEN "is not open: another instance of this consumer finished it"
+
+/* err as the caller reports it when the batch was not open. */
+static void finish_error(long long batch_id, char *err, size_t errlen)
 {
-	char finish[64];
-	const char *pre[3] = {"close " CURSOR_NAME, finish, "commit"};
+	if (strstr(err, FINISH_NOT_OPEN))
+		snprintf(err, errlen, "pgq.finish_batch: batch %lld " FINISH_NOT_OPEN "; rolled back", batch_id);
+}
+
+pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
+                               const char *consumer, const pgq_batch_knobs *k, pgq_batch *next,
+                               pgq_result *next_res, char *err, size_t errlen)
+{
+	enum { PRE_CLOSE, PRE_FINISH, PRE_COMMIT, PRE_N };
+	char finish[256];
+	const char *pre[PRE_N] = {"close " CURSOR_NAME, finish, "commit"};
 	const char *params[5];
 	char lag[64], interval[64], count[32];
-	int failed_pre;
+	int failed_at;
 	PGresult *res;
 
-	snprintf(finish, sizeof(finish), "select pgq.finish_batch(%lld)", batch_id);
+	*next_res = PGQ_NONE;
+	snprintf(finish, sizeof(finish), FINISH_SQL, batch_id, batch_id);
 	if (!next) {
 		/* finish only: the consumer is stopping */
-		char sql[128];
+		char sql[320];
 		snprintf(sql, sizeof(sql), "close " CURSOR_NAME "; %s; commit", finish);
-		*finished = pgconn_cmd(c, sql, err, errlen) == 0;
-		return *finished ? PGQ_NONE : PGQ_ERROR;
+		if (pgconn_cmd(c, sql, err, errlen) == 0)
+			return PGQ_COMMITTED;
+		finish_error(batch_id, err, errlen);
+		return pgconn_is_ok(c) ? PGQ_NOT_COMMITTED : PGQ_COMMIT_UNKNOWN;
 	}
 	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
 	                  queue, consumer);
-	res = pgconn_exec_after(c, pre, 3, NEXT_BATCH_SQL, 5, params, &failed_pre, err, errlen);
-	*finished = res != NULL || !failed_pre;
-	if (!res)
-		return PGQ_ERROR;
-	return next_batch_result(res, next, err, errlen);
+	res = pgconn_exec_after(c, pre, PRE_N, NEXT_BATCH_SQL, 5, params, &failed_at, err, errlen);
+	if (failed_at == PGCONN_LOST)
+		return PGQ_COMMIT_UNKNOWN;
+	if (failed_at >= 0 && failed_at <= PRE_COMMIT) {
+		finish_error(batch_id, err, errlen);
+		return PGQ_NOT_COMMITTED;
+	}
+	*next_res = res ? next_batch_result(res, next, err, errlen) : PGQ_ERROR;
+	return PGQ_COMMITTED;
 }
 
 void pgq_rollback(pgconn *c)
@@ -180,6 +203,17 @@ void pgq_rollback(pgconn *c)
 	char err[256];
 	if (pgconn_is_ok(c) && PQtransactionStatus(pgconn_pg(c)) != PQTRANS_IDLE)
 		(void)pgconn_cmd(c, "rollback", err, sizeof(err));
+}
+
+void pgq_reset(pgconn *c)
+{
+	pgq_rollback(c);
+	if (pgconn_is_ok(c) && PQpipelineStatus(pgconn_pg(c)) != PQ_PIPELINE_OFF)
+		pgconn_close(c, "results left unread after a failure");
+	if (!pgconn_is_ok(c) && pgconn_pg(c)) {
+		log_warn("connection to %s lost; the open batch will be delivered again", pgconn_safe_name(c));
+		pgconn_close(c, "lost during a batch");
+	}
 }
 
 static int scalar_int(pgconn *c, const char *sql, int nparams, const char *const *params,

@@ -55,16 +55,32 @@ int pgq_fetch_async(pgconn *c, int fetch_size);
 int pgq_retry_event(pgconn *c, const char *queue, const char *consumer,
                     const PGresult *res, int row, double delay, char *err, size_t errlen);
 
+/* What became of a batch's COMMIT. */
+typedef enum pgq_commit {
+	PGQ_COMMITTED = 0,
+	PGQ_NOT_COMMITTED,    /* a statement before it failed, or it did: rolled back */
+	PGQ_COMMIT_UNKNOWN    /* the connection was lost on the way: the server
+	                       * rolls back unless the COMMIT got there first */
+} pgq_commit;
+
 /* Close the cursor, pgq.finish_batch, COMMIT, then pgq.next_batch_custom
- * for the next batch, all in one round trip.  *finished says whether the
- * batch was committed; the result is next_batch's (PGQ_ERROR with err
- * either way).  With next NULL, only the batch is finished. */
-pgq_result pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
+ * for the next batch, all in one round trip.  A batch that pgq.finish_batch
+ * does not find open (another instance of the consumer finished it) is
+ * rolled back, never committed.  Returns what became of the COMMIT (err
+ * says why when not PGQ_COMMITTED); *next_res is next_batch's result
+ * (PGQ_ERROR with err when it failed after the commit).  With next NULL,
+ * only the batch is finished. */
+pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
                                const char *consumer, const pgq_batch_knobs *knobs, pgq_batch *next,
-                               int *finished, char *err, size_t errlen);
+                               pgq_result *next_res, char *err, size_t errlen);
 
 /* ROLLBACK, ignoring errors (the connection may be gone). */
 void pgq_rollback(pgconn *c);
+
+/* After a failure: roll back, and drop a connection that is broken (with
+ * a warning) or still in pipeline mode (what is unread on it cannot be
+ * trusted). */
+void pgq_reset(pgconn *c);
 
 /* Is consumer registered on queue?  PGQ_DONE yes, PGQ_NONE no (err says
  * what is missing), PGQ_ERROR with err. */

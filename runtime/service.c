@@ -6,7 +6,7 @@
  * systemd asks for it.
  */
 #include "service.h"
-#include "cli.h"
+#include "exitcode.h"
 #include "consumer.h"
 #include "daemon.h"
 #include "log.h"

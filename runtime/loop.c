@@ -1,0 +1,267 @@
+/*
+ * loop.c - the run loop behind pgqlua_run and pgqlua_run_batch: connect
+ * (and reconnect with back-off), ask PgQ for the next batch, hand it to
+ * batch.c, sleep until the next tick, a stop or a reload, log stats.
+ * Reloads are applied here, between batches, and nowhere else: a new
+ * config and script are built beside the running ones and swapped in
+ * only when both are good.
+ */
+#include "batch.h"
+#include "clock.h"
+#include "log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define BACKOFF_MIN 1.0          /* seconds after the first failure */
+#define BACKOFF_MAX 30.0         /* and at most, doubling in between */
+#define SLEEP_MAX 3600.0         /* one sleep's longest stretch (loop_delay is not capped) */
+
+/* Take the tick notifications libpq has read; 1 if one was for our queue. */
+static int take_ticks(pgqlua_consumer *c)
+{
+	PGconn *pg = pgconn_pg(c->conn);
+	PGnotify *n;
+	int ours = 0;
+	if (!pg || !PQconsumeInput(pg))
+		return 0;
+	while ((n = PQnotifies(pg)) != NULL) {
+		ours |= strcmp(n->extra, c->cfg->queue_name) == 0;
+		PQfreemem(n);
+	}
+	return ours;
+}
+
+/* Sleep up to secs, waking at once on stop or reload, and on a tick of our
+ * queue when wakeup is on. */
+static void loop_sleep(pgqlua_consumer *c, double secs)
+{
+	struct pollfd pfd[2] = {{c->wake_r, POLLIN, 0}, {-1, POLLIN, 0}};
+	double until = clock_mono() + (secs > SLEEP_MAX ? SLEEP_MAX : secs);
+	char buf[64];
+
+	if (c->stop_requests || c->reload_requested)
+		return;
+	if (c->listening && pgconn_is_ok(c->conn)) {
+		(void)take_ticks(c);   /* older than the last next_batch: stale */
+		pfd[1].fd = PQsocket(pgconn_pg(c->conn));
+	}
+	for (;;) {
+		double left = until - clock_mono();
+		int r;
+		if (left <= 0)
+			return;
+		r = poll(pfd, pfd[1].fd >= 0 ? 2 : 1, (int)(left * 1000) + 1);
+		if (r <= 0)
+			return;
+		if (pfd[0].revents) {
+			while (read(c->wake_r, buf, sizeof(buf)) > 0)
+				;
+			return;
+		}
+		if (pfd[1].revents && (take_ticks(c) || !pgconn_is_ok(c->conn)))
+			return;
+	}
+}
+
+static double next_backoff(pgqlua_consumer *c)
+{
+	c->backoff = c->backoff <= 0 ? BACKOFF_MIN : c->backoff * 2;
+	if (c->backoff > BACKOFF_MAX)
+		c->backoff = BACKOFF_MAX;
+	return c->backoff;
+}
+
+static void log_stats(pgqlua_consumer *c, const char *what)
+{
+	consumer_stats *s = &c->stats, *o = &c->stats_logged;
+	char line[256];
+	snprintf(line, sizeof(line), "events=%lld batches=%lld retries=%lld failed=%lld errors=%lld aborts=%lld lag=%.1fs",
+	         s->events - o->events, s->batches - o->batches, s->retries - o->retries,
+	         s->failed - o->failed, s->errors - o->errors, s->aborts - o->aborts, s->lag);
+	log_info("%s: %s", what, line);
+	consumer_tell(c, NOTE_STATS, line);
+	*o = *s;
+}
+
+static void maybe_log_stats(pgqlua_consumer *c)
+{
+	double now;
+	if (c->cfg->stats_period <= 0)
+		return;
+	now = clock_mono();
+	if (now < c->next_stats)
+		return;
+	c->next_stats = now + c->cfg->stats_period;
+	log_stats(c, "stats");
+}
+
+int consumer_connect(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	if (target_connect(c->target, !c->polled, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+		return -1;
+	}
+	if (pgconn_is_ok(c->conn))
+		return 0;
+	if (pgconn_pg(c->conn)) {
+		/* it broke while idle (seen by the wake-up's socket watch) */
+		log_warn("connection to %s lost", pgconn_safe_name(c->conn));
+		pgconn_close(c->conn, "lost while idle");
+	}
+	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+		if (c->polled)
+			log_error("%s", err);
+		return -1;
+	}
+	if (c->polled)
+		log_info("reconnected to %s", pgconn_safe_name(c->conn));
+	else
+		log_debug("connected to %s", pgconn_safe_name(c->conn));
+	c->listening = c->cfg->wakeup && pgconn_cmd(c->conn, "listen pgqlua_tick", err, sizeof(err)) == 0;
+	return 0;
+}
+
+pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+{
+	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
+	char err[PGCONN_ERR_LEN];
+	pgqlua_status st;
+	pgq_result r;
+	pgq_batch b;
+
+	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	switch (c->next_known) {
+	case NEXT_READY:
+		b = c->next;
+		r = PGQ_DONE;
+		break;
+	case NEXT_NONE:
+		r = PGQ_NONE;
+		break;
+	case NEXT_UNKNOWN:
+	default:
+		r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+		break;
+	}
+	c->next_known = NEXT_UNKNOWN;
+	if (r == PGQ_ERROR)
+		return consumer_db_failure(c, "pgq.next_batch_custom", err);
+	c->polled = 1;
+	if (r == PGQ_NONE)
+		return PGQLUA_NO_BATCH;
+	log_set_batch(b.batch_id);
+	st = batch_run(c, &b);
+	free(b.sql);
+	return st;
+}
+
+static void reload(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN], diff[256];
+	config *ncfg = NULL;
+	lb_script *ns;
+
+	c->reload_requested = 0;
+	log_info("reload requested: reading %s", c->cfg->path);
+	consumer_tell(c, NOTE_RELOADING, NULL);
+	if (config_load(c->cfg->path, &ncfg, err, sizeof(err)) != CONFIG_OK)
+		goto failed;
+	config_diff_restart_only(c->cfg, ncfg, diff, sizeof(diff));
+	if (diff[0])
+		log_warn("reload: %s changed; ignored until restart", diff);
+	/* settings that cannot change at runtime keep their running values */
+	if (config_keep_restart_only(c->cfg, ncfg) != 0) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto failed;
+	}
+	if (!(ns = lb_script_load(ncfg, c->db, err, sizeof(err))))
+		goto failed;
+	lb_script_free(c->script);
+	config_free(c->cfg);
+	c->script = ns;
+	c->cfg = ncfg;
+	consumer_apply_settings(c, ncfg);
+	log_info("reloaded: script %s", ncfg->script);
+	consumer_tell(c, NOTE_RELOADED, ncfg->script);
+	return;
+failed:
+	config_free(ncfg);
+	log_error("reload failed, keeping the old configuration and script: %s", err);
+	consumer_tell(c, NOTE_RELOAD_FAILED, err);
+}
+
+/* Before the first batch: the queue, the consumer and the target's
+ * tracking are there (a clear error and exit otherwise). */
+static int check_start(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	if (consumer_connect(c) != 0)
+		return -1;
+	if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err)) != PGQ_DONE ||
+	    target_check(c->target, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void log_totals(pgqlua_consumer *c, pgqlua_status st)
+{
+	struct rusage ru;
+	c->stats_logged = (consumer_stats){0};
+	getrusage(RUSAGE_SELF, &ru);
+	log_stats(c, "totals");
+	log_info("consumer exits: %s (peak RSS %ld kB)", pgqlua_status_str(st), ru.ru_maxrss);
+}
+
+pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
+{
+	pgqlua_status st = PGQLUA_OK;
+
+	if (check_start(c) != 0) {
+		consumer_tell(c, NOTE_START_FAILED, c->last_error);
+		return PGQLUA_ERR_DB;
+	}
+	consumer_tell(c, NOTE_READY, NULL);
+	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
+	         c->cfg->queue_name, c->cfg->script);
+	while (!c->stop_requests) {
+		consumer_tell(c, NOTE_TICK, NULL);
+		if (c->reload_requested)
+			reload(c);
+		maybe_log_stats(c);
+		st = pgqlua_run_batch(c);
+		if (st == PGQLUA_OK) {
+			c->backoff = 0;
+			continue;
+		}
+		if (st == PGQLUA_NO_BATCH) {
+			c->backoff = 0;
+			if (once) {
+				st = PGQLUA_OK;
+				break;
+			}
+			loop_sleep(c, c->cfg->loop_delay);
+		} else if (st == PGQLUA_BATCH_ABORTED || st == PGQLUA_ERR_DB) {
+			if (once || !c->polled)
+				break;
+			loop_sleep(c, next_backoff(c));
+		} else
+			break;
+	}
+	consumer_tell(c, NOTE_STOPPING, NULL);
+	if (c->stop_requests && (st == PGQLUA_OK || st == PGQLUA_NO_BATCH || st == PGQLUA_BATCH_ABORTED ||
+	                         st == PGQLUA_ERR_DB))
+		st = PGQLUA_STOPPED;
+	log_totals(c, st);
+	return st;
+}
