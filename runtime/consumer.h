@@ -18,6 +18,8 @@ typedef enum consumer_note {
 	NOTE_RELOAD_FAILED,  /* msg: why; the old config and script go on */
 	NOTE_STATS,          /* msg: a short summary of the last period */
 	NOTE_TICK,           /* between events and batches (watchdogs) */
+	NOTE_STANDBY,        /* another instance holds the consumer: waiting */
+	NOTE_ACTIVE,         /* this instance holds the consumer (after a standby) */
 	NOTE_STOPPING
 } consumer_note;
 

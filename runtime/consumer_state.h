@@ -45,6 +45,8 @@ struct pgqlua_consumer {
 	pgq_batch next;            /* NEXT_READY: the next batch */
 	next_state next_known;
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
+	int claimed;               /* conn holds the consumer's claim (pgq_claim) */
+	int standby;               /* another instance holds it: waiting */
 	char last_error[PGCONN_ERR_LEN + 256];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	int syslog_fallback;       /* no logfile configured: syslog, not stderr */

@@ -20,6 +20,7 @@
 
 #define BACKOFF_MIN 1.0          /* seconds after the first failure */
 #define BACKOFF_MAX 30.0         /* and at most, doubling in between */
+#define STANDBY_POLL 1.0         /* a hot standby tries the claim at least this often */
 #define SLEEP_MAX 3600.0         /* one sleep's longest stretch (loop_delay is not capped) */
 
 /* Take the tick notifications libpq has read; 1 if one was for our queue. */
@@ -115,6 +116,7 @@ int consumer_connect(pgqlua_consumer *c)
 		log_warn("connection to %s lost", pgconn_safe_name(c->conn));
 		pgconn_close(c->conn, "lost while idle");
 	}
+	c->claimed = 0;   /* a new session: the claim is to be taken again */
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		if (c->polled)
@@ -129,6 +131,38 @@ int consumer_connect(pgqlua_consumer *c)
 	return 0;
 }
 
+/* One active instance per consumer: take the claim before any batch.
+ * PGQLUA_OK claimed; PGQLUA_NO_BATCH while another instance holds it (a
+ * hot standby: it tries again on the next round). */
+static pgqlua_status claim(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	pgq_result r;
+	if (c->claimed)
+		return PGQLUA_OK;
+	r = pgq_claim(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err));
+	if (r == PGQ_ERROR)
+		return consumer_db_failure(c, "claiming the consumer", err);
+	c->polled = 1;
+	if (r == PGQ_NONE) {
+		if (!c->standby) {
+			log_info("another instance of consumer %s on queue %s is active: waiting as a hot standby",
+			         c->cfg->consumer_name, c->cfg->queue_name);
+			consumer_tell(c, NOTE_STANDBY, NULL);
+		}
+		c->standby = 1;
+		return PGQLUA_NO_BATCH;
+	}
+	if (c->standby) {
+		log_info("took over consumer %s on queue %s: now active", c->cfg->consumer_name, c->cfg->queue_name);
+		consumer_tell(c, NOTE_ACTIVE, NULL);
+	}
+	c->standby = 0;
+	c->claimed = 1;
+	c->next_known = NEXT_UNKNOWN;
+	return PGQLUA_OK;
+}
+
 pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 {
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
@@ -139,6 +173,8 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 
 	if (consumer_connect(c) != 0)
 		return PGQLUA_ERR_DB;
+	if ((st = claim(c)) != PGQLUA_OK)
+		return st;
 	switch (c->next_known) {
 	case NEXT_READY:
 		b = c->next;
@@ -250,7 +286,7 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 				st = PGQLUA_OK;
 				break;
 			}
-			loop_sleep(c, c->cfg->loop_delay);
+			loop_sleep(c, c->standby && c->cfg->loop_delay > STANDBY_POLL ? STANDBY_POLL : c->cfg->loop_delay);
 		} else if (st == PGQLUA_BATCH_ABORTED || st == PGQLUA_ERR_DB) {
 			if (once || !c->polled)
 				break;

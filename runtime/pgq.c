@@ -228,6 +228,15 @@ static int scalar_int(pgconn *c, const char *sql, int nparams, const char *const
 	return v;
 }
 
+pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	/* the two-key form: a lock space of its own, apart from one-key locks */
+	int got = scalar_int(c, "select pg_try_advisory_lock(hashtext('pgqlua/' || $1), hashtext($2))::int",
+	                     2, p, err, errlen);
+	return got < 0 ? PGQ_ERROR : got ? PGQ_DONE : PGQ_NONE;
+}
+
 pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,
                                 char *err, size_t errlen)
 {

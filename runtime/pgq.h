@@ -87,6 +87,12 @@ void pgq_reset(pgconn *c);
 pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,
                                 char *err, size_t errlen);
 
+/* Claim queue/consumer for this connection's session (an advisory lock,
+ * released when the connection ends): one active instance per consumer,
+ * on any machine.  PGQ_DONE claimed, PGQ_NONE another session holds it,
+ * PGQ_ERROR with err. */
+pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
+
 /* Create the queue if missing; returns 1 created, 0 existed, -1 error. */
 int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen);
 /* 1 newly registered, 0 already, -1 error. */

@@ -39,7 +39,7 @@ int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long l
 	const char *p[2] = {queue, consumer};
 	PGresult *res = pgconn_exec(t,
 	                            "select batch_id from pgqlua.remote_batch"
-	                            " where queue_name = $1 and consumer_name = $2",
+	                            " where queue_name = $1 and consumer_name = $2 for update",
 	                            2, p, err, errlen);
 	if (!res)
 		return -1;

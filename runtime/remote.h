@@ -14,7 +14,10 @@
 /* Create schema pgqlua's tracking tables in the target (idempotent). */
 int remote_install_schema(pgconn *t, char *err, size_t errlen);
 
-/* The last batch the target committed for queue/consumer (0: none). */
+/* The last batch the target committed for queue/consumer (0: none).  In
+ * a transaction, its row stays locked until the end: an instance that
+ * took over the consumer waits for the old one's target COMMIT and then
+ * sees its batch. */
 int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long long *batch_id,
                       char *err, size_t errlen);
 

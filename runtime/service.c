@@ -33,6 +33,7 @@ typedef struct service {
 	time_t reload_at;
 	char script[PATH_MAX];
 	char reload_result[600];
+	const char *role;          /* "active" or "standby" */
 } service;
 
 void service_pidfile(const config *cfg, char *buf, size_t len)
@@ -51,9 +52,9 @@ static void state_write(service *s)
 	f = fopen(tmp, "w");
 	if (!f)
 		return;
-	fprintf(f, "pid=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\nlast_reload_at=%lld\nlast_reload=%s\n",
+	fprintf(f, "pid=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\nlast_reload_at=%lld\nlast_reload=%s\nrole=%s\n",
 	        (int)getpid(), (long long)s->started_at, s->script, (long long)s->script_loaded_at,
-	        (long long)s->reload_at, s->reload_result);
+	        (long long)s->reload_at, s->reload_result, s->role ? s->role : "active");
 	if (fclose(f) == 0)
 		rename(tmp, s->statefile);
 	else
@@ -116,6 +117,12 @@ static void on_note(void *arg, consumer_note what, const char *msg)
 		daemon_watchdog();
 		if (daemon_take_level_change())
 			log_write(LOG_LVL_INFO, "log level is now %s", log_level_name(log_current_level));
+		break;
+	case NOTE_STANDBY:
+	case NOTE_ACTIVE:
+		s->role = what == NOTE_STANDBY ? "standby" : "active";
+		state_write(s);
+		daemon_notify(what == NOTE_STANDBY ? "STATUS=standby: another instance is active" : "STATUS=consuming");
 		break;
 	case NOTE_STOPPING:
 		daemon_notify("STOPPING=1");
@@ -343,7 +350,7 @@ int service_status(const char *config_path, int json)
 {
 	config *cfg;
 	char pidfile[PATH_MAX], statefile[PATH_MAX + 8], state[8192] = "", err[1024];
-	char started[32], script[PATH_MAX], loaded[32], reload_at[32], reload[600];
+	char started[32], script[PATH_MAX], loaded[32], reload_at[32], reload[600], role[16];
 	monitor_info m;
 	pid_t pid;
 	int rc, running, unreachable, dbok;
@@ -367,6 +374,7 @@ int service_status(const char *config_path, int json)
 	state_get(state, "script_loaded_at", loaded, sizeof(loaded));
 	state_get(state, "last_reload_at", reload_at, sizeof(reload_at));
 	state_get(state, "last_reload", reload, sizeof(reload));
+	state_get(state, "role", role, sizeof(role));
 	dbok = monitor_query(cfg, &m, &unreachable, err, sizeof(err)) == 0;
 
 	if (json) {
@@ -381,7 +389,8 @@ int service_status(const char *config_path, int json)
 			json_str(stdout, script);
 			printf(",\"script_loaded_at\":%s,\"last_reload\":", loaded[0] ? loaded : "null");
 			json_str(stdout, reload);
-			printf(",\"last_reload_at\":%s", reload_at[0] && atoll(reload_at) ? reload_at : "null");
+			printf(",\"last_reload_at\":%s,\"role\":", reload_at[0] && atoll(reload_at) ? reload_at : "null");
+			json_str(stdout, role[0] ? role : "active");
 		}
 		if (dbok && m.registered)
 			printf(",\"registered\":true,\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld,\"failed\":%lld",
@@ -403,8 +412,9 @@ int service_status(const char *config_path, int json)
 		printf("}\n");
 	} else {
 		if (running) {
-			printf("consumer %s on queue %s: running, pid %d, up %llds\n", cfg->consumer_name,
-			       cfg->queue_name, (int)pid, started[0] ? (long long)(now - atoll(started)) : 0LL);
+			printf("consumer %s on queue %s: running (%s), pid %d, up %llds\n", cfg->consumer_name,
+			       cfg->queue_name, strcmp(role, "standby") == 0 ? "hot standby: another instance is active" : "active",
+			       (int)pid, started[0] ? (long long)(now - atoll(started)) : 0LL);
 			printf("script: %s (loaded %llds ago); last reload: %s\n", script,
 			       loaded[0] ? (long long)(now - atoll(loaded)) : 0LL, reload[0] ? reload : "none");
 		} else

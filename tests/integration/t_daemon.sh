@@ -24,7 +24,7 @@ status_out=$("$PGQLUA" status "$Y"); rc=$?
 set -e
 expect_eq "status of a running consumer exits 0" "0" "$rc"
 expect_match "status shows pid, uptime, script and PgQ figures" \
-	"running, pid $pid, up [0-9]+s.*script: $WORK/c_dmn.lua \(loaded [0-9]+s ago\); last reload: none.*pgq: lag [0-9.]+s, last seen [0-9.]+s ago, [0-9]+ pending events, 0 failed events" \
+	"running \(active\), pid $pid, up [0-9]+s.*script: $WORK/c_dmn.lua \(loaded [0-9]+s ago\); last reload: none.*pgq: lag [0-9.]+s, last seen [0-9.]+s ago, [0-9]+ pending events, 0 failed events" \
 	"$(echo $status_out)"
 expect_match "status --json is one JSON object" \
 	"^\{\"consumer\":\"c_dmn\",\"queue\":\"q_dmn\",\"running\":true,\"pid\":$pid,\"uptime\":[0-9]+,.*\"registered\":true,\"lag\":[0-9.]+,\"last_seen\":[0-9.]+,\"pending\":[0-9]+,\"failed\":0\}$" \
