@@ -11,6 +11,7 @@
 #include "failed.h"
 #include "fault.h"
 #include "log.h"
+#include "watch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +176,23 @@ static int took_sql_error(pgqlua_consumer *c, const char *who, char *msg, size_t
 	return 1;
 }
 
+/* An event that killed the worker max_crashes times (deadline, crash, out
+ * of memory) is not run again: it fails with the reason of its last
+ * death. */
+static int struck(pgqlua_consumer *c, const char *id, lb_result *r)
+{
+	char why[256];
+	long long ev = atoll(id);
+	int n = watch_strikes(ev, why, sizeof(why));
+	if (n <= 0 || n < c->cfg->max_crashes)
+		return 0;
+	r->outcome = LB_FAILED;
+	r->delay = -1;
+	snprintf(r->msg, sizeof(r->msg), "killed the consumer %d times: %s", n, why);
+	watch_forget(ev);
+	return 1;
+}
+
 /* One event: the script (unless the target has its outcome already), the
  * undo of its writes when it did not end OK, and its outcome. */
 static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, char *why, size_t whylen)
@@ -190,7 +208,11 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	if (rc != 0)
 		return rc < 0 ? fail_db(c, "looking the event up in the target", err) : apply_outcome(c, res, row, &done);
 	ldb_event_begin(c->db, row);
-	lb_call_event(c->script, res, row, &r);
+	if (!struck(c, id, &r)) {
+		watch_begin(WATCH_EVENT, atoll(id), c->cfg->event_timeout);
+		lb_call_event(c->script, res, row, &r);
+		watch_end();
+	}
 	if (c->stop_requests > 1)
 		return STEP_STOP;
 	if (r.outcome == LB_OK && took_sql_error(c, "script", r.msg, sizeof(r.msg)))
@@ -227,8 +249,10 @@ static event_step run_hook(pgqlua_consumer *c, int end, const pgq_batch *b, char
 	int rc;
 
 	ldb_event_begin(c->db, LDB_HOOK);
+	watch_begin(WATCH_HOOK, 0, c->cfg->event_timeout);
 	rc = end ? lb_call_batch_end(c->script, b, err, sizeof(err))
 	         : lb_call_batch_start(c->script, b, err, sizeof(err));
+	watch_end();
 	if (rc == 0 && took_sql_error(c, "hook", err, sizeof(err)))
 		rc = -1;
 	if (rc == 0) {
@@ -342,6 +366,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 		goto out;
 	if ((step = commit_batch(c, b)) != STEP_NEXT)
 		goto out;
+	watch_commit();
 	c->stats.batches++;
 	c->stats.lag = b->lag;
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);

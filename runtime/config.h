@@ -36,6 +36,8 @@ typedef struct config {
 	double stats_period;
 	double event_timeout;    /* seconds of Lua per event; 0: none */
 	long long lua_memory_limit; /* bytes; 0: none */
+	double kill_grace;       /* seconds past a deadline or a kill request before SIGKILL */
+	int max_crashes;         /* deaths of the worker in one event before it fails */
 } config;
 
 typedef enum config_status {

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "failed.h"
 #include "log.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,13 +71,8 @@ void consumer_apply_settings(pgqlua_consumer *c, const config *cfg)
 {
 	pgconn_set_prepare(c->conn, cfg->prepared_statements);
 	target_configure(c->target, cfg);
-	log_set_level((log_level)cfg->log_level);
-	log_set_consumer(cfg->consumer_name);
-	log_use_syslog(cfg->log_syslog || (c->syslog_fallback && !cfg->logfile) ? "pgqlua" : NULL);
-	if (!cfg->logfile)
-		log_open_file(NULL);
-	else if (log_open_file(cfg->logfile) != 0)
-		log_error("cannot open logfile %s: %s; logging to stderr", cfg->logfile, strerror(errno));
+	log_configure((log_level)cfg->log_level, cfg->consumer_name, cfg->logfile, cfg->log_syslog,
+	              c->syslog_fallback);
 }
 
 pgqlua_status consumer_db_failure(pgqlua_consumer *c, const char *what, const char *err)
@@ -141,7 +137,10 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		goto fail;
 	}
 	consumer_apply_settings(c, cfg);
-	if (!(c->script = lb_script_load(cfg, c->db, err, errlen))) {
+	watch_begin(WATCH_LOAD, 0, lb_load_timeout(cfg));
+	c->script = lb_script_load(cfg, c->db, err, errlen);
+	watch_end();
+	if (!c->script) {
 		st = PGQLUA_ERR_SCRIPT;
 		goto fail;
 	}

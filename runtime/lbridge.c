@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOAD_TIMEOUT 30.0      /* seconds for top level and init() */
+#define LOAD_TIMEOUT 30.0      /* seconds for top level and init() without event_timeout */
 #define HOOK_COUNT 10000       /* instructions between deadline checks */
 #define TRACEBACK_MARK "\nstack traceback:"
 
@@ -334,6 +334,11 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	return 0;
 }
 
+double lb_load_timeout(const config *cfg)
+{
+	return cfg->event_timeout > 0 ? cfg->event_timeout : LOAD_TIMEOUT;
+}
+
 lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen)
 {
 	lb_script *s = calloc(1, sizeof(*s));
@@ -356,12 +361,13 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t er
 	/* most garbage is an event's table and strings, dead by the next
 	 * event: the generational collector frees it cheaply */
 	lua_gc(s->L, LUA_GCGEN, 0, 0);
-	if (docall(s, load_tramp, s, 0, LOAD_TIMEOUT, &base, err, errlen) != LUA_OK) {
+	/* the limits hold for the top level and init() too */
+	s->mem_limit = (size_t)cfg->lua_memory_limit;
+	if (docall(s, load_tramp, s, 0, lb_load_timeout(cfg), &base, err, errlen) != LUA_OK) {
 		lb_script_free(s);
 		return NULL;
 	}
 	lua_settop(s->L, 0);
-	s->mem_limit = (size_t)cfg->lua_memory_limit;
 	return s;
 }
 

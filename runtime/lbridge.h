@@ -37,6 +37,10 @@ typedef struct lb_result {
 /* The folders scripts' require() searches first: lua/ of the runtime. */
 const char *lb_lua_dir(void);
 
+/* Seconds the script's top level and init() may run: event_timeout when
+ * set, else 30. */
+double lb_load_timeout(const config *cfg);
+
 /* New state: sandbox, package.path, pgq table, load and run the script,
  * resolve process_event and the hooks, call init(config).  db is the
  * handle state the script's `db` is bound to.  NULL with err on failure. */

@@ -149,3 +149,14 @@ void log_write(log_level lvl, const char *fmt, ...)
 	log_vwrite(lvl, fmt, ap);
 	va_end(ap);
 }
+
+void log_configure(log_level lvl, const char *consumer, const char *logfile, int use_syslog, int syslog_fallback)
+{
+	log_set_level(lvl);
+	log_set_consumer(consumer);
+	log_use_syslog(use_syslog || (syslog_fallback && !logfile) ? "pgqlua" : NULL);
+	if (!logfile)
+		log_open_file(NULL);
+	else if (log_open_file(logfile) != 0)
+		log_error("cannot open logfile %s: %s; logging to stderr", logfile, strerror(errno));
+}

@@ -9,6 +9,7 @@
 #include "batch.h"
 #include "clock.h"
 #include "log.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -219,7 +220,10 @@ static void reload(pgqlua_consumer *c)
 		snprintf(err, sizeof(err), "out of memory");
 		goto failed;
 	}
-	if (!(ns = lb_script_load(ncfg, c->db, err, sizeof(err))))
+	watch_begin(WATCH_LOAD, 0, lb_load_timeout(ncfg));
+	ns = lb_script_load(ncfg, c->db, err, sizeof(err));
+	watch_end();
+	if (!ns)
 		goto failed;
 	lb_script_free(c->script);
 	config_free(c->cfg);

@@ -11,6 +11,8 @@
 #include "daemon.h"
 #include "log.h"
 #include "monitor.h"
+#include "supervise.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -34,6 +36,9 @@ typedef struct service {
 	char script[PATH_MAX];
 	char reload_result[600];
 	const char *role;          /* "active" or "standby" */
+	const char *config_path;
+	int once, detach;
+	pid_t main_pid;            /* the supervising parent's, in the pid file */
 } service;
 
 void service_pidfile(const config *cfg, char *buf, size_t len)
@@ -52,9 +57,11 @@ static void state_write(service *s)
 	f = fopen(tmp, "w");
 	if (!f)
 		return;
-	fprintf(f, "pid=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\nlast_reload_at=%lld\nlast_reload=%s\nrole=%s\n",
-	        (int)getpid(), (long long)s->started_at, s->script, (long long)s->script_loaded_at,
-	        (long long)s->reload_at, s->reload_result, s->role ? s->role : "active");
+	fprintf(f, "pid=%d\nworker_pid=%d\nworker_restarts=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\n"
+	        "last_reload_at=%lld\nlast_reload=%s\nrole=%s\n",
+	        (int)s->main_pid, (int)getpid(), watch_restarts(), (long long)s->started_at, s->script,
+	        (long long)s->script_loaded_at, (long long)s->reload_at, s->reload_result,
+	        s->role ? s->role : "active");
 	if (fclose(f) == 0)
 		rename(tmp, s->statefile);
 	else
@@ -81,10 +88,11 @@ static void on_note(void *arg, consumer_note what, const char *msg)
 
 	switch (what) {
 	case NOTE_READY:
+		watch_ready();
 		state_write(s);
-		snprintf(buf, sizeof(buf), "READY=1\nSTATUS=consuming\nMAINPID=%d", (int)getpid());
+		snprintf(buf, sizeof(buf), "READY=1\nSTATUS=consuming\nMAINPID=%d", (int)s->main_pid);
 		daemon_notify(buf);
-		snprintf(buf, sizeof(buf), "OK %d", (int)getpid());
+		snprintf(buf, sizeof(buf), "OK %d", (int)s->main_pid);
 		ready_report(s, buf);
 		break;
 	case NOTE_START_FAILED:
@@ -143,17 +151,94 @@ static int wait_for_daemon(int fd, const config *cfg)
 		printf("pgqlua: consumer %s started (pid %s)\n", cfg->consumer_name, buf + 3);
 		return EXIT_OK_;
 	}
+	if (got > 0 && buf[0] >= '0' && buf[0] <= '9') {
+		/* "CODE message" from the worker or the supervising parent */
+		char *msg;
+		long code = strtol(buf, &msg, 10);
+		fprintf(stderr, "pgqlua: %s\n", *msg == ' ' ? msg + 1 : msg);
+		return code > 0 && code < 126 ? (int)code : EXIT_INTERNAL;
+	}
 	fprintf(stderr, "pgqlua: %s\n", got > 0 ? buf : "the daemon exited before it was ready");
 	return EXIT_DB;
+}
+
+/* The status a consumer's run ends with, as the program's exit code. */
+static int exit_code_of(pgqlua_status st)
+{
+	switch (st) {
+	case PGQLUA_OK:
+	case PGQLUA_NO_BATCH:
+	case PGQLUA_STOPPED: return EXIT_OK_;
+	case PGQLUA_BATCH_ABORTED: return EXIT_TEMPFAIL;
+	case PGQLUA_ERR_DB: return EXIT_DB;
+	case PGQLUA_ERR_SCRIPT: return EXIT_SCRIPT;
+	case PGQLUA_ERR_CONFIG: return EXIT_CONFIG;
+	default: return EXIT_INTERNAL;
+	}
+}
+
+/* A worker that cannot start: one line on stderr and to `start`. */
+static int worker_failed(service *s, int code, const char *err)
+{
+	char msg[1200];
+	fprintf(stderr, "pgqlua: %s\n", err);
+	snprintf(msg, sizeof(msg), "%d %s", code, err);
+	ready_report(s, msg);
+	return code;
+}
+
+/* The worker process: the consumer itself (supervise.h). */
+static int worker_main(void *arg)
+{
+	service *s = arg;
+	config *cfg;
+	char err[1024];
+	pgqlua_status st;
+	int rc;
+
+	close(s->pid_fd);   /* the parent holds the lock */
+	s->pid_fd = -1;
+	switch (config_load(s->config_path, &cfg, err, sizeof(err))) {
+	case CONFIG_OK:
+		break;
+	case CONFIG_ERR_NOFILE:
+		return worker_failed(s, EXIT_NOINPUT, err);
+	default:
+		return worker_failed(s, EXIT_CONFIG, err);
+	}
+	snprintf(s->script, sizeof(s->script), "%s", cfg->script);
+	st = consumer_open_config(cfg, &s->c, err, sizeof(err));
+	if (st != PGQLUA_OK)
+		return worker_failed(s, exit_code_of(st), err);
+	if (s->detach)
+		consumer_log_to_syslog_by_default(s->c);
+	s->started_at = s->script_loaded_at = time(NULL);
+	snprintf(s->reload_result, sizeof(s->reload_result), "none");
+	consumer_set_notify(s->c, on_note, s);
+	daemon_install_signals(s->c);
+	st = pgqlua_run(s->c, s->once);
+	daemon_reset_signals();
+	rc = exit_code_of(st == PGQLUA_ERR_SCRIPT ? PGQLUA_ERR_INTERNAL : st);
+	if (st == PGQLUA_ERR_DB && pgqlua_last_error(s->c)[0] && !s->detach)
+		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(s->c));
+	if (pgqlua_last_error(s->c)[0]) {
+		char msg[1200];
+		snprintf(msg, sizeof(msg), "%d %s", rc, pgqlua_last_error(s->c));
+		ready_report(s, msg);
+	} else
+		ready_report(s, "70 the consumer stopped");
+	pgqlua_close(s->c);
+	s->c = NULL;
+	return rc;
 }
 
 int service_run(const char *config_path, int once, int detach)
 {
 	service s;
 	config *cfg;
-	char err[1024], abspath[PATH_MAX];
+	char err[1024], abspath[PATH_MAX], strikes[PATH_MAX + 16];
+	supervise_opts so;
 	pid_t other;
-	pgqlua_status st;
 	int rc, pipefd[2] = {-1, -1};
 
 	memset(&s, 0, sizeof(s));
@@ -161,6 +246,9 @@ int service_run(const char *config_path, int once, int detach)
 	/* a daemon's relative paths must survive chdir and reloads */
 	if (detach && realpath(config_path, abspath))
 		config_path = abspath;
+	s.config_path = config_path;
+	s.once = once;
+	s.detach = detach;
 	switch (config_load(config_path, &cfg, err, sizeof(err))) {
 	case CONFIG_OK:
 		break;
@@ -173,41 +261,34 @@ int service_run(const char *config_path, int once, int detach)
 	}
 	service_pidfile(cfg, s.pidfile, sizeof(s.pidfile));
 	snprintf(s.statefile, sizeof(s.statefile), "%s.state", s.pidfile);
-	snprintf(s.script, sizeof(s.script), "%s", cfg->script);
-	st = consumer_open_config(cfg, &s.c, err, sizeof(err));
-	if (st != PGQLUA_OK) {
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return st == PGQLUA_ERR_SCRIPT ? EXIT_SCRIPT : st == PGQLUA_ERR_CONFIG ? EXIT_CONFIG : EXIT_INTERNAL;
-	}
-	cfg = NULL;   /* the consumer owns it, and a reload replaces it */
+	snprintf(strikes, sizeof(strikes), "%s.strikes", s.pidfile);
 	switch (daemon_pidfile_lock(s.pidfile, &s.pid_fd, &other, err, sizeof(err))) {
 	case DAEMON_LOCKED:
 		break;
 	case DAEMON_RUNNING:
 		fprintf(stderr, "pgqlua: consumer %s is already running (pid %d, pid file %s)\n",
-		        consumer_config(s.c)->consumer_name, (int)other, s.pidfile);
-		pgqlua_close(s.c);
+		        cfg->consumer_name, (int)other, s.pidfile);
+		config_free(cfg);
 		return EXIT_RUNNING;
 	case DAEMON_LOCK_ERROR:
 		fprintf(stderr, "pgqlua: %s\n", err);
-		pgqlua_close(s.c);
+		config_free(cfg);
 		return EXIT_CANTCREAT;
 	}
 	if (detach) {
 		pid_t pid;
 		if (pipe(pipefd) != 0 || (pid = fork()) < 0) {
 			fprintf(stderr, "pgqlua: cannot start: %s\n", strerror(errno));
-			pgqlua_close(s.c);
+			config_free(cfg);
 			return EXIT_INTERNAL;
 		}
 		if (pid > 0) {
-			const config *c = consumer_config(s.c);
 			close(pipefd[1]);
 			waitpid(pid, NULL, 0);
-			rc = wait_for_daemon(pipefd[0], c);
+			rc = wait_for_daemon(pipefd[0], cfg);
 			/* the daemon holds the lock now; ours goes with this process */
 			close(s.pid_fd);
-			pgqlua_close(s.c);
+			config_free(cfg);
 			return rc;
 		}
 		close(pipefd[0]);
@@ -216,31 +297,21 @@ int service_run(const char *config_path, int once, int detach)
 			_exit(EXIT_INTERNAL);
 		}
 		s.ready_fd = pipefd[1];
-		consumer_log_to_syslog_by_default(s.c);
 	}
+	log_configure((log_level)cfg->log_level, cfg->consumer_name, cfg->logfile, cfg->log_syslog, detach);
 	if (daemon_pidfile_write(s.pid_fd, err, sizeof(err)) != 0) {
 		fprintf(stderr, "pgqlua: %s: %s\n", s.pidfile, err);
 		ready_report(&s, err);
 		daemon_pidfile_remove(s.pidfile, s.pid_fd);
-		pgqlua_close(s.c);
+		config_free(cfg);
 		return EXIT_CANTCREAT;
 	}
-	s.started_at = s.script_loaded_at = time(NULL);
-	snprintf(s.reload_result, sizeof(s.reload_result), "none");
-	consumer_set_notify(s.c, on_note, &s);
-	daemon_install_signals(s.c);
-	st = pgqlua_run(s.c, once);
-	daemon_reset_signals();
-	rc = st == PGQLUA_OK || st == PGQLUA_NO_BATCH || st == PGQLUA_STOPPED ? EXIT_OK_
-	     : st == PGQLUA_BATCH_ABORTED                                       ? EXIT_TEMPFAIL
-	     : st == PGQLUA_ERR_DB                                              ? EXIT_DB
-	                                                                        : EXIT_INTERNAL;
-	if (st == PGQLUA_ERR_DB && pgqlua_last_error(s.c)[0] && !detach)
-		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(s.c));
-	ready_report(&s, pgqlua_last_error(s.c)[0] ? pgqlua_last_error(s.c) : "the consumer stopped");
+	s.main_pid = getpid();
+	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd};
+	rc = supervise_run(&so, worker_main, &s);
 	unlink(s.statefile);
 	daemon_pidfile_remove(s.pidfile, s.pid_fd);
-	pgqlua_close(s.c);
+	config_free(cfg);
 	return rc;
 }
 

@@ -1,0 +1,29 @@
+/*
+ * supervise.h - the supervising parent of `pgqlua run` and `pgqlua start`
+ * (supervise.c): the risky work (the script) runs in a worker process; the
+ * parent holds the pid file, forwards signals, kills a worker past its
+ * deadline or past the grace of a kill request, blames the event a worker
+ * died in, and restarts a worker that died, with capped back-off.  Called
+ * by service.c.  The embedding API has no parent.
+ */
+#ifndef PGQLUA_SUPERVISE_H
+#define PGQLUA_SUPERVISE_H
+
+#include "watch.h"
+
+typedef struct supervise_opts {
+	double kill_grace;         /* seconds past a deadline or a kill request */
+	int once;                  /* run --once: no restart; a death is the exit */
+	const char *strike_path;   /* the strike file (watch.h) */
+	int ready_fd;              /* start: the waiting process's pipe, or -1 */
+} supervise_opts;
+
+/* Runs in each worker, after the watch page is attached and the signal
+ * mask restored; returns the worker's exit code. */
+typedef int (*supervise_worker_fn)(void *arg);
+
+/* Run workers until one exits on its own (its code is returned), a stop
+ * ends the last one, or the first one dies before it was ready. */
+int supervise_run(const supervise_opts *o, supervise_worker_fn fn, void *arg);
+
+#endif
