@@ -210,6 +210,7 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	ldb_event_begin(c->db, row);
 	if (!struck(c, id, &r)) {
 		watch_begin(WATCH_EVENT, atoll(id), c->cfg->event_timeout);
+		fault_segv("segv_in_event", PQgetvalue(res, row, PGQ_EV_DATA));
 		lb_call_event(c->script, res, row, &r);
 		watch_end();
 	}

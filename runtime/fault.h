@@ -25,6 +25,17 @@ static inline void fault_point(const char *point)
 	}
 }
 
+/* PGQLUA_FAULT=point: a segmentation fault when the event's data is
+ * "segv", as a crash in a C library would. */
+static inline void fault_segv(const char *point, const char *ev_data)
+{
+	const char *f = getenv("PGQLUA_FAULT");
+	if (f && strcmp(f, point) == 0 && strcmp(ev_data, "segv") == 0) {
+		log_warn("fault injection: segmentation fault at %s", point);
+		raise(SIGSEGV);
+	}
+}
+
 /* PGQLUA_FAULT=point: the first time the process passes the point, the
  * connection's socket is shut down, as a network failure would. */
 static inline void fault_cut(pgconn *c, const char *point)
@@ -40,6 +51,7 @@ static inline void fault_cut(pgconn *c, const char *point)
 #else
 #define fault_point(point) ((void)0)
 #define fault_cut(conn, point) ((void)(conn))
+#define fault_segv(point, ev_data) ((void)(ev_data))
 #endif
 
 #endif
