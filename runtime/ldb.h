@@ -12,36 +12,15 @@
  * window is rolled back and the log sent again without the failed event.
  * An event that used db:exec closes the window when it ends (its results
  * were seen, so it cannot be sent again); so do the runtime's own
- * statements (ldb_close).  Used by lbridge.c (the Lua side) and consumer.c
- * (event and batch boundaries).
+ * statements (ldb_close).  The window, its log and replay are ldbwin.c
+ * (declared in ldbwin.h, included here for the event and batch boundaries
+ * batch.c calls); this header adds the Lua side lbridge.c uses.
  */
 #ifndef PGQLUA_LDB_H
 #define PGQLUA_LDB_H
 
-#include "pgconn.h"
+#include "ldbwin.h"
 #include <lua.h>
-#include <stddef.h>
-
-#define LDB_HOOK (-1)      /* the "event" of on_batch_start/on_batch_end */
-
-/* The handle's state: one per consumer, opaque.  Functions that return
- * int return 0 on success and -1 with err when the transaction is unusable,
- * unless they say otherwise. */
-typedef struct ldb_state ldb_state;
-
-/* Where the failure of the event being run came from. */
-typedef enum ldb_error_source {
-	LDB_ERR_NONE = 0,
-	LDB_ERR_EXEC,          /* a db:exec failed and the script went on */
-	LDB_ERR_SEND           /* a db:send of this event failed */
-} ldb_error_source;
-
-ldb_state *ldb_new(void);
-void ldb_free(ldb_state *st);
-
-/* Did a statement of the event being run fail?  *msg (if not NULL) gets
- * its error text while the event runs. */
-ldb_error_source ldb_event_error(const ldb_state *st, const char **msg);
 
 /* Register the handle's metatable in L. */
 void ldb_open_lib(lua_State *L);
@@ -49,36 +28,5 @@ void ldb_open_lib(lua_State *L);
 /* Push a new handle bound to st (one per Lua state); null_ref is the
  * registry ref of pgq.null in L. */
 void ldb_push(lua_State *L, ldb_state *st, int null_ref);
-
-/* Event boundaries.  event is the event's row in its chunk, or LDB_HOOK.
- * ldb_event_end keeps the event's writes (keep) or undoes them, and with
- * close also closes the window (as ldb_close).  Returns 0; 1 when a send
- * of this event turned out to have failed (err says why: the writes were
- * undone and the event is an error); -1 with err when the transaction is
- * unusable. */
-void ldb_event_begin(ldb_state *st, int event);
-int ldb_event_end(ldb_state *st, int keep, int close, char *err, size_t errlen);
-
-/* Wait for every send and close the window, so that the runtime can use
- * the connection.  Events whose sends failed are undone and queued for
- * ldb_take_failure.  0, or -1 with err. */
-int ldb_close(ldb_state *st, char *err, size_t errlen);
-
-/* Events found failed after they ended (by a db:exec's wait, or an event
- * end that closed the window): 1 with the event's row and the error, 0
- * when there is none left.  ldb_failures_pending: is one queued? */
-int ldb_take_failure(ldb_state *st, int *event, char *msg, size_t msglen);
-int ldb_failures_pending(const ldb_state *st);
-
-/* The transaction the handle works in was committed (remote event mode):
- * no savepoint of ours exists any more. */
-void ldb_after_commit(ldb_state *st);
-
-/* Batch boundaries: the handle works only between these.  ldb_batch_end
- * drops whatever is still in the pipeline (the batch is ending or rolled
- * back). */
-void ldb_batch_begin(ldb_state *st, pgconn *conn);
-void ldb_batch_end(ldb_state *st);
-
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * pgconn.h - one libpq connection: connect with a safe name for logs,
  * execute with parameters, report errors as "SQLSTATE message" on one line.
- * Used by pgq.c, failed.c, ldb.c and the consumer loop.
+ * Used by pgq.c, failed.c, ldb.c, ldbwin.c and the consumer loop.
  */
 #ifndef PGQLUA_PGCONN_H
 #define PGQLUA_PGCONN_H
