@@ -485,6 +485,7 @@ static int replay_event(pgqlua_consumer *c, const PGresult *res, int row, event_
 static event_step settle_event(pgqlua_consumer *c, const PGresult *res, int row, lb_result *r)
 {
 	const char *id = PQgetvalue(res, row, PGQ_EV_ID);
+	char reason[1200];
 	long long retry;
 
 	switch (r->outcome) {
@@ -499,12 +500,8 @@ static event_step settle_event(pgqlua_consumer *c, const PGresult *res, int row,
 		}
 		/* RETRY or an error: back through PgQ, unless retries are used up */
 		retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
-		if (retry >= c->cfg->max_retries) {
-			char reason[1200];
-			snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
-			         r->msg[0] ? r->msg : "retried by the script");
+		if (lb_retries_used_up(c->script, retry, c->cfg->max_retries, r->msg, reason, sizeof(reason)))
 			return apply_outcome(c, res, row, "failed", 0, reason);
-		}
 		if (r->delay < 0)
 			r->delay = c->cfg->retry_delay;
 		log_debug("event %s: retry %lld in %.3gs%s%s", id, retry + 1, r->delay, r->msg[0] ? ": " : "",
