@@ -32,8 +32,8 @@ M.DELAY_MAX = DELAY_MAX
 --- Seconds the top level of a script and init() may take.
 M.LOAD_TIMEOUT = 30
 
---- Config defaults the rules use (runtime/config.c's key table is built
--- from these lines: keep one `key = number,` per line).
+--- Config defaults the rules use, as the mock runner applies them (the
+-- runtime's come from runtime/config.c's key table and must match).
 M.DEFAULTS = {
   retry_delay = 60,
   max_retries = 5,
