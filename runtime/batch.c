@@ -121,9 +121,7 @@ static event_step settle_event(pgqlua_consumer *c, const PGresult *res, int row,
 			log_warn("event %s: script error: %s", ev_id(res, row), r->msg);
 		}
 		retry = PQgetisnull(res, row, PGQ_EV_RETRY) ? 0 : atoll(PQgetvalue(res, row, PGQ_EV_RETRY));
-		if (retry >= c->cfg->max_retries) {
-			snprintf(reason, sizeof(reason), "max_retries (%d) reached: %s", c->cfg->max_retries,
-			         r->msg[0] ? r->msg : "retried by the script");
+		if (lb_retries_used_up(c->script, retry, c->cfg->max_retries, r->msg, reason, sizeof(reason))) {
 			o.action = ACTION_FAILED;
 			o.reason = reason;
 			break;

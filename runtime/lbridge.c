@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOAD_TIMEOUT 30.0      /* seconds for top level and init() without event_timeout */
+#define LOAD_TIMEOUT 30.0      /* seconds for top level and init() without event_timeout: pgqlua.rules.LOAD_TIMEOUT */
 #define HOOK_COUNT 10000       /* instructions between deadline checks */
 #define TRACEBACK_MARK "\nstack traceback:"
 
@@ -34,6 +34,10 @@ struct lb_script {
 	int ref_db;
 	int ref_null;
 	int ref_ev_keys;
+	int ref_map_result;        /* pgqlua.rules: results other than OK */
+	int ref_retries_used_up;   /* pgqlua.rules: the max_retries rule */
+	int ref_where;             /* where_process_event, for map_result */
+	lua_Integer code_ok;       /* pgqlua.rules.EVENT_OK */
 };
 
 static double now_mono(void)
@@ -178,6 +182,17 @@ static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double time
 
 static void make_ev_keys(lua_State *L, lb_script *s);
 
+/* where() for pgqlua.rules.map_result: "file:line" of process_event. */
+static int where_process_event(lua_State *L)
+{
+	lb_script *s = script_of(L);
+	lua_Debug ar;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
+	lua_getinfo(L, ">S", &ar);
+	lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+	return 1;
+}
+
 /* ---- pgqlua.host: what the runtime lends lua/pgqlua ---- */
 
 /* host.log(level, message): level 0 error .. 3 debug; the location is the
@@ -297,7 +312,22 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 		lua_pop(L, 1);
 	}
 	set_path(L, s);
-	ldb_open_lib(L);
+
+	/* the shared rules (pgqlua.rules), resolved before the script runs */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "pgqlua.rules");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "EVENT_OK");
+	s->code_ok = lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "map_result");
+	s->ref_map_result = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, "retries_used_up");
+	s->ref_retries_used_up = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushcfunction(L, where_process_event);
+	s->ref_where = luaL_ref(L, LUA_REGISTRYINDEX);
+	ldb_open_lib(L, lua_gettop(L));
+	lua_pop(L, 1);
 
 	/* the sandbox and the pgq table are Lua, shared with the mock runner */
 	lua_getglobal(L, "require");
@@ -352,6 +382,7 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t er
 	s->db = db;
 	s->ref_process_event = s->ref_init = s->ref_batch_start = s->ref_batch_end = LUA_NOREF;
 	s->ref_db = s->ref_null = s->ref_ev_keys = LUA_NOREF;
+	s->ref_map_result = s->ref_retries_used_up = s->ref_where = LUA_NOREF;
 	s->L = lua_newstate(lb_alloc, s);
 	if (!s->L) {
 		free(s);
@@ -443,22 +474,14 @@ static void push_event(lua_State *L, const lb_script *s, const PGresult *res, in
 	lua_pop(L, 1);
 }
 
-/* Where process_event is defined, for errors about its return value. */
-static const char *event_fn_where(lua_State *L, lb_script *s)
-{
-	lua_Debug ar;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
-	lua_getinfo(L, ">S", &ar);
-	return lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
-}
-
 /* Returns outcome (integer), delay (number or nil), message (string or nil) */
 static int event_tramp(lua_State *L) /* MAY_LJMP */
 {
 	event_call *ec = lua_touserdata(L, 1);
 	lb_script *s = ec->s;
+	const char *name;
 	int nret;
-	lua_Integer code;
+	lb_outcome code;
 
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
@@ -467,49 +490,37 @@ static int event_tramp(lua_State *L) /* MAY_LJMP */
 	lua_call(L, 2, LUA_MULTRET);
 	nret = lua_gettop(L);
 
-	/* stack: results 1..nret; map them to (outcome, delay, message) */
-	if (nret == 0 || lua_isnil(L, 1))
-		code = LB_EVENT_OK;
-	else if (lua_isinteger(L, 1))
-		code = lua_tointeger(L, 1);
-	else
-		code = -1;
-	switch (code) {
-	case LB_EVENT_OK:
+	/* stack: results 1..nret.  No result, nil and EVENT_OK are OK; the
+	 * rest goes to pgqlua.rules.map_result(where, first, second), which
+	 * returns (outcome name, delay or nil, reason or nil) or raises. */
+	if (nret == 0 || lua_isnil(L, 1) || (lua_isinteger(L, 1) && lua_tointeger(L, 1) == s->code_ok)) {
 		lua_settop(L, 0);
 		lua_pushinteger(L, LB_OK);
 		return 1;
-	case LB_ABORT_BATCH:
-		lua_settop(L, 0);
-		lua_pushinteger(L, LB_ABORT);
-		return 1;
-	case LB_EVENT_RETRY:
-		if (nret >= 2 && !lua_isnil(L, 2) &&
-		    (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0 && lua_tonumber(L, 2) <= 3.2e9)))
-			return luaL_error(L, "%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds from 0 to 3.2e9)",
-			                  event_fn_where(L, s), luaL_tolstring(L, 2, NULL));
-		lua_pushinteger(L, LB_RETRY);
-		if (nret >= 2 && !lua_isnil(L, 2))
-			lua_pushnumber(L, lua_tonumber(L, 2));
-		else
-			lua_pushnil(L);
-		return 2;
-	case LB_EVENT_FAILED:
-		if (nret >= 2 && !lua_isnil(L, 2) && lua_type(L, 2) != LUA_TSTRING)
-			return luaL_error(L, "%s: process_event returned pgq.EVENT_FAILED with a %s reason (expected a string)",
-			                  event_fn_where(L, s), luaL_typename(L, 2));
-		lua_pushinteger(L, LB_FAILED);
-		lua_pushnil(L);
-		if (nret >= 2 && !lua_isnil(L, 2))
-			lua_pushvalue(L, 2);
-		else
-			lua_pushliteral(L, "failed by the script");
-		return 3;
-	default:
-		return luaL_error(L, "%s: process_event returned %s, which is not a result"
-		                     " (return pgq.EVENT_OK, pgq.EVENT_RETRY, pgq.EVENT_FAILED or pgq.ABORT_BATCH)",
-		                  event_fn_where(L, s), luaL_tolstring(L, 1, NULL));
 	}
+	lua_settop(L, 2);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_map_result);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_where);
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, 2);
+	lua_call(L, 3, 3);
+	/* stack: first, second, outcome, delay, reason */
+	name = lua_tostring(L, 3);
+	if (!name)
+		return luaL_error(L, "pgqlua.rules.map_result returned no outcome");
+	if (strcmp(name, "OK") == 0)
+		code = LB_OK;
+	else if (strcmp(name, "RETRY") == 0)
+		code = LB_RETRY;
+	else if (strcmp(name, "FAILED") == 0)
+		code = LB_FAILED;
+	else if (strcmp(name, "ABORT_BATCH") == 0)
+		code = LB_ABORT;
+	else
+		return luaL_error(L, "pgqlua.rules.map_result returned %s", name);
+	lua_pushinteger(L, code);
+	lua_replace(L, 3);
+	return 3;
 }
 
 void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
@@ -530,6 +541,49 @@ void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
 	if (lua_type(L, base + 3) == LUA_TSTRING)
 		snprintf(out->msg, sizeof(out->msg), "%s", lua_tostring(L, base + 3));
 	lua_settop(L, 0);
+}
+
+/* ---- the max_retries rule ---- */
+
+typedef struct retry_call {
+	lb_script *s;
+	long long retry;
+	int max_retries;
+	const char *msg;
+} retry_call;
+
+/* Returns nil or the reason (pgqlua.rules.retries_used_up). */
+static int retry_tramp(lua_State *L) /* MAY_LJMP */
+{
+	retry_call *rc = lua_touserdata(L, 1);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, rc->s->ref_retries_used_up);
+	lua_pushinteger(L, (lua_Integer)rc->retry);
+	lua_pushinteger(L, rc->max_retries);
+	lua_pushstring(L, rc->msg);
+	lua_call(L, 3, 1);
+	return 1;
+}
+
+int lb_retries_used_up(lb_script *s, long long retry, int max_retries, const char *msg, char *reason,
+                       size_t len)
+{
+	retry_call rc = {s, retry, max_retries, msg};
+	size_t limit = s->mem_limit;
+	int base, used_up = 0;
+
+	/* a few bytes beyond the script's limit: the rule must not fail
+	 * because the script used up its memory */
+	s->mem_limit = 0;
+	if (docall(s, retry_tramp, &rc, 1, 0, &base, reason, len) != LUA_OK) {
+		/* only a failed malloc gets here: the event comes back */
+		log_error("the max_retries rule failed: %s", reason);
+	} else if (lua_type(s->L, base + 1) == LUA_TSTRING) {
+		used_up = 1;
+		snprintf(reason, len, "%s", lua_tostring(s->L, base + 1));
+	}
+	lua_settop(s->L, 0);
+	s->mem_limit = limit;
+	return used_up;
 }
 
 /* ---- batch hooks ---- */

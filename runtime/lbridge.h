@@ -28,12 +28,6 @@ typedef struct lb_result {
 	char msg[LB_MSG_LEN]; /* LB_FAILED reason or LB_ERROR message (file:line: ...) */
 } lb_result;
 
-/* Result codes as the script sees them (pgq.EVENT_OK ...). */
-#define LB_EVENT_OK 1
-#define LB_EVENT_FAILED 2
-#define LB_EVENT_RETRY 3
-#define LB_ABORT_BATCH 4
-
 /* The folders scripts' require() searches first: lua/ of the runtime. */
 const char *lb_lua_dir(void);
 
@@ -49,6 +43,13 @@ void lb_script_free(lb_script *s);
 
 /* Call process_event for row `row` of a batch cursor result. */
 void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out);
+
+/* The max_retries rule (pgqlua.rules.retries_used_up) for a RETRY or an
+ * error of an event delivered `retry` times before: 1 and the reason the
+ * event goes to the failed-event table with, or 0 (retry it).  msg: the
+ * error, "" for a RETRY. */
+int lb_retries_used_up(lb_script *s, long long retry, int max_retries, const char *msg, char *reason,
+                       size_t len);
 
 /* Call on_batch_start / on_batch_end if defined; 0 or -1 with err. */
 int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen);

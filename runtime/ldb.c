@@ -86,7 +86,6 @@ static int is_transaction_control(const char *sql)
 	return word_is(p, "prepare", &e) && word_is(skip_blank(e), "transaction", &e);
 }
 
-#define TXN_REFUSED "transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction"
 
 static ldb_ud *check_handle(lua_State *L) /* MAY_LJMP */
 {
@@ -96,8 +95,11 @@ static ldb_ud *check_handle(lua_State *L) /* MAY_LJMP */
 	return ud;
 }
 
-/* Replace stack slot idx with the text form of a parameter; NULL for SQL NULL. */
-static const char *param_text(lua_State *L, int null_ref, int idx, int n) /* MAY_LJMP */
+/* Replace stack slot idx with the text form of a parameter; NULL for SQL
+ * NULL.  A string without NUL, an integer, nil and pgq.null need no rule;
+ * anything else goes to pgqlua.rules.param_text (upvalue 1 of db:exec and
+ * db:send), which gives its text or the error to raise. */
+static const char *param_text(lua_State *L, int null_ref, int idx, int n, const char *verb) /* MAY_LJMP */
 {
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL:
@@ -105,37 +107,39 @@ static const char *param_text(lua_State *L, int null_ref, int idx, int n) /* MAY
 	case LUA_TSTRING: {
 		size_t len;
 		const char *s = lua_tolstring(L, idx, &len);
-		if (strlen(s) != len)
-			luaL_error(L, "db:exec: parameter %d contains a NUL byte", n);
-		return s;
+		if (strlen(s) == len)
+			return s;
+		break;
 	}
 	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx))
-			lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
-		else {
-			lua_Number x = lua_tonumber(L, idx);
-			char buf[64];
-			if (x == floor(x) && fabs(x) < 9.0e15)
-				snprintf(buf, sizeof(buf), "%.0f", x);
-			else
-				snprintf(buf, sizeof(buf), "%.17g", x);
-			lua_pushstring(L, buf);
-		}
+		if (!lua_isinteger(L, idx))
+			break;
+		lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
 		lua_replace(L, idx);
 		return lua_tostring(L, idx);
-	case LUA_TBOOLEAN:
-		return lua_toboolean(L, idx) ? "true" : "false";
-	default:
+	case LUA_TTABLE:
 		lua_rawgeti(L, LUA_REGISTRYINDEX, null_ref);
 		if (lua_rawequal(L, -1, idx)) {
 			lua_pop(L, 1);
 			return NULL;
 		}
 		lua_pop(L, 1);
-		luaL_error(L, "db:exec: parameter %d is a %s (expected a string, number, boolean, nil or pgq.null)",
-		           n, luaL_typename(L, idx));
+		break;
+	default:
+		break;
 	}
-	return NULL;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_pushvalue(L, idx);
+	lua_pushinteger(L, n);
+	lua_pushstring(L, verb);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, null_ref);
+	lua_call(L, 4, 2);
+	/* stack: text (string, nil) or false and the error */
+	if (lua_isboolean(L, -2))
+		luaL_error(L, "%s", lua_tostring(L, -1));
+	lua_pop(L, 1);
+	lua_replace(L, idx);
+	return lua_tostring(L, idx);
 }
 
 static void push_value(lua_State *L, int null_ref, const PGresult *res, int r, int col)
@@ -206,14 +210,14 @@ static ldb_ud *take_statement(lua_State *L, const char *verb, const char **sql, 
 	*nparams = lua_gettop(L) - 2;
 	params = lua_newuserdatauv(L, sizeof(char *) * (size_t)(*nparams > 0 ? *nparams : 1), 0);
 	for (int i = 0; i < *nparams; i++)
-		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1);
+		params[i] = param_text(L, ud->null_ref, 3 + i, i + 1, verb);
 	if (ldb_event_error(st, &failed))
 		luaL_error(L, "db:%s: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		           verb, failed);
 	if (is_transaction_control(*sql)) {
 		char msg[256];
-		snprintf(msg, sizeof(msg), "db:%s: " TXN_REFUSED, verb);
-		ldbwin_fail_event(st, LDB_ERR_SEND, msg);
+		snprintf(msg, sizeof(msg), "db:%s: %s", verb, ldbwin_refusal());
+		ldbwin_fail_event(st, *verb == 'e' ? LDB_ERR_EXEC : LDB_ERR_SEND, msg);
 		luaL_error(L, "%s", msg);
 	}
 	*paramsp = params;
@@ -307,7 +311,7 @@ static int ldb_exec(lua_State *L) /* MAY_LJMP */
 		PQclear(res);
 		pgconn_close(conn, "the script ended the batch's transaction");
 		ldbwin_fail_event(st, LDB_ERR_EXEC, "the script ended the batch's transaction");
-		return luaL_error(L, "db:exec: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
+		return luaL_error(L, "db:exec: %s", ldbwin_refusal());
 	}
 	if (!res) {
 		ldbwin_fail_event(st, LDB_ERR_EXEC, err);
@@ -349,8 +353,12 @@ static int ldb_tostring(lua_State *L)
 	return 1;
 }
 
-void ldb_open_lib(lua_State *L)
+void ldb_open_lib(lua_State *L, int rules)
 {
+	lua_getfield(L, rules, "TXN_REFUSED");
+	ldbwin_set_refusal(luaL_checkstring(L, -1));
+	lua_pop(L, 1);
+
 	luaL_newmetatable(L, RESULT_MT);
 	lua_pushcfunction(L, result_gc);
 	lua_setfield(L, -2, "__gc");
@@ -358,7 +366,9 @@ void ldb_open_lib(lua_State *L)
 
 	static const luaL_Reg methods[] = {{"exec", ldb_exec}, {"send", ldb_send}, {NULL, NULL}};
 	luaL_newmetatable(L, LDB_MT);
-	luaL_newlib(L, methods);
+	luaL_newlibtable(L, methods);
+	lua_getfield(L, rules, "param_text");
+	luaL_setfuncs(L, methods, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, ldb_tostring);
 	lua_setfield(L, -2, "__tostring");

@@ -22,8 +22,9 @@
 #include "ldbwin.h"
 #include <lua.h>
 
-/* Register the handle's metatable in L. */
-void ldb_open_lib(lua_State *L);
+/* Register the handle's metatable in L; rules is the stack index of the
+ * pgqlua.rules table (the refusal text, parameter text). */
+void ldb_open_lib(lua_State *L, int rules);
 
 /* Push a new handle bound to st (one per Lua state); null_ref is the
  * registry ref of pgq.null in L. */

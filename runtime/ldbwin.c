@@ -9,6 +9,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* pgqlua.rules.TXN_REFUSED, set by ldb_open_lib: what db:exec and db:send
+ * say to transaction control (also here, where no Lua state is at hand) */
+static char refusal[256] = "transaction control is not allowed";
+
+void ldbwin_set_refusal(const char *text)
+{
+	snprintf(refusal, sizeof(refusal), "%s", text);
+}
+
+const char *ldbwin_refusal(void)
+{
+	return refusal;
+}
+
 typedef struct ldb_sent ldb_sent;
 typedef struct ldb_failure ldb_failure;
 
@@ -216,7 +230,7 @@ static int drain(ldb_state *st, char *err, size_t errlen)
 		}
 		if (PQtransactionStatus(pgconn_pg(st->conn)) == PQTRANS_IDLE) {
 			pgconn_close(st->conn, "a db:send statement ended the batch's transaction");
-			snprintf(err, errlen, "db:send: transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
+			snprintf(err, errlen, "db:send: %s", refusal);
 			return -1;
 		}
 		if (at < 0)

@@ -121,4 +121,8 @@ ldbwin_status ldbwin_send_record(ldb_state *st, const char *sql, int nparams,
 ldbwin_status ldbwin_send_queue(ldb_state *st, const char *sql, int nparams,
                                 const char *const *params, char *err, size_t errlen);
 
+/* The refusal text for transaction control (from pgqlua.rules). */
+void ldbwin_set_refusal(const char *text);
+const char *ldbwin_refusal(void);
+
 #endif

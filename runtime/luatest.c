@@ -2,7 +2,8 @@
  * luatest.c - `pgqlua test SCRIPT EVENTS` (see luatest.h).  The runner is
  * Lua, shared with busted; this file only opens a state with the standard
  * libraries, points package.path at the runtime's lua/ folder and calls
- * require("pgqlua.cli_test").main(args).
+ * require("pgqlua.cli_test").main(args).  It lends the runner
+ * pgqlua.clock, a wall clock for event_timeout (CLOCK_MONOTONIC seconds).
  */
 #include "luatest.h"
 #include "lbridge.h"
@@ -10,6 +11,21 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
+#include <time.h>
+
+static int clock_now(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static int clock_open(lua_State *L)
+{
+	lua_pushcfunction(L, clock_now);
+	return 1;
+}
 
 static int traceback(lua_State *L)
 {
@@ -34,7 +50,10 @@ int luatest_main(int argc, char **argv)
 	                   "/usr/share/lua/5.4/?/init.lua",
 	                lb_lua_dir(), lb_lua_dir());
 	lua_setfield(L, -2, "path");
-	lua_pop(L, 1);
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, clock_open);
+	lua_setfield(L, -2, "pgqlua.clock");
+	lua_pop(L, 2);
 
 	lua_pushcfunction(L, traceback);
 	lua_getglobal(L, "require");

@@ -265,3 +265,107 @@ events:
     assert.matches("event 1: testing.event: unknown field 'colour'", err)
   end)
 end)
+
+describe("the mock runner's isolation of a script", function()
+  local dir
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+  end)
+  teardown(function()
+    os.execute("rm -rf " .. dir)
+  end)
+  local function file(name, text)
+    local path = dir .. "/" .. name
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+    return path
+  end
+
+  it("keeps a script that replaces string.format from turning an unexpected outcome into exit 0", function()
+    local cheat = file("cheat.lua", [[
+      local noop = function() return "" end
+      string.format, string.rep, string.gsub, string.find = noop, noop, noop, noop
+      table.concat, table.insert = noop, noop
+      function process_event() return pgq.EVENT_RETRY end]])
+    local rc, out = cli({ cheat, "--event", '{"data":"a","expect":"OK"}' })
+    assert.are.equal(1, rc)
+    assert.matches("NOT AS EXPECTED: expected OK, got RETRY", out)
+    assert.are.equal("x1", string.format("x%d", 1))
+  end)
+
+  it("gives each script its own string metatable: a change is seen by that script only", function()
+    local a = testing.load(file("mt_a.lua", [[
+      getmetatable("").__index = { upper = function() return "hacked" end }
+      getmetatable("").__tostring = function() return "hacked" end
+      function process_event(ev) return pgq.EVENT_FAILED, ev.data:upper() end]]))
+    local b = testing.load(file("mt_b.lua", [[
+      function process_event(ev) return pgq.EVENT_FAILED, ev.data:upper() .. tostring("!") end]]))
+    assert.outcome(a:event({ data = "x" }), "FAILED", "hacked")
+    assert.outcome(b:event({ data = "x" }), "FAILED", "X!")
+    assert.are.equal("X", ("x"):upper())
+    assert.are.equal(string, getmetatable("").__index)
+  end)
+
+  it("gives each script its own pgq.null: rawset on it is not seen by the next script", function()
+    local a = testing.load(file("null_a.lua", [[
+      rawset(pgq.null, "mark", "set by a")
+      function process_event(ev) return pgq.EVENT_FAILED, tostring(rawget(ev.extra1, "mark")) end]]))
+    local b = testing.load(file("null_b.lua", [[
+      function process_event(ev)
+        return pgq.EVENT_FAILED, tostring(rawget(pgq.null, "mark")) .. " " .. tostring(ev.extra1 == pgq.null)
+      end]]))
+    assert.outcome(a:event({}), "FAILED", "set by a")
+    assert.outcome(b:event({}), "FAILED", "nil true")
+    assert.is_nil(rawget(testing.null, "mark"))
+  end)
+
+  it("keeps the runner's state out of the script's reach", function()
+    local c = testing.load(file("reach.lua", [[
+      function process_event(ev, db)
+        return pgq.EVENT_FAILED, tostring(rawget(db, "_state")) .. " " .. tostring(getmetatable(db))
+      end]]))
+    assert.outcome(c:event({}), "FAILED", "nil db")
+  end)
+
+  it("stops a loop inside a coroutine at event_timeout", function()
+    local c = testing.load(file("co.lua", [[
+      function process_event()
+        local co = coroutine.create(function() while true do end end)
+        local ok, err = coroutine.resume(co)
+        error(err, 0)
+      end]]), { config = { event_timeout = 0.05 } })
+    assert.outcome(c:event({}), "ERROR", "event_timeout exceeded: the script ran for more than 0.05 seconds")
+  end)
+
+  it("measures event_timeout in wall-clock time, as the runtime does", function()
+    local system = require "system"
+    local c = testing.load(file("wall.lua", [[
+      function process_event(ev, db)
+        db:exec("select pg_sleep(0.3)")
+        for _ = 1, 100000 do end
+      end]]), { config = { event_timeout = 0.1 } })
+    -- the answer sleeps without using CPU time; only a wall clock sees it
+    c:answer("pg_sleep", function() system.sleep(0.3); return {} end)
+    assert.outcome(c:event({}), "ERROR", "event_timeout exceeded: the script ran for more than 0.1 seconds")
+  end)
+
+  it("gives the top level and init the runtime's load limit: 30 s without event_timeout", function()
+    local c = testing.load(file("slow_load.lua", [[
+      local t = os.clock()
+      while os.clock() - t < 0.2 do end
+      function init() local u = os.clock(); while os.clock() - u < 0.2 do end end
+      function process_event() end]]))
+    assert.outcome(c:event({}), "OK")
+  end)
+
+  it("gives the top level and init event_timeout when it is set, as the runtime does", function()
+    local ok, err = pcall(testing.load, file("slow_load2.lua", [[
+      function init() while true do end end
+      function process_event() end]]), { config = { event_timeout = 0.05 } })
+    assert.is_false(ok)
+    assert.matches("event_timeout exceeded: the script ran for more than 0.05 seconds", err, 1, true)
+  end)
+end)

@@ -5,13 +5,14 @@
 -- the latter loading text chunks only.
 local host = require "pgqlua.host"
 local payload = require "pgqlua.payload"
+local rules = require "pgqlua.rules"
 
 local pgq = {}
 
-pgq.EVENT_OK = 1
-pgq.EVENT_FAILED = 2
-pgq.EVENT_RETRY = 3
-pgq.ABORT_BATCH = 4
+pgq.EVENT_OK = rules.EVENT_OK
+pgq.EVENT_FAILED = rules.EVENT_FAILED
+pgq.EVENT_RETRY = rules.EVENT_RETRY
+pgq.ABORT_BATCH = rules.ABORT_BATCH
 
 --- SQL NULL: distinct from nil so that ev.extra1 == pgq.null is a present key.
 pgq.null = payload.null

@@ -16,34 +16,94 @@
 -- script (consumer.c) are applied: max_retries, retry_delay, an SQL error
 -- the script swallowed, rollback of a non-OK event's writes.
 --
+-- The rules themselves (result codes and mapping, the transaction-control
+-- refusal, parameter text, max_retries, the defaults) are pgqlua.rules,
+-- the module the runtime loads into each script's state.
+--
+-- The script is isolated from the runner: each load gets an environment
+-- with its own copies of the libraries, its own `pgq` and pgq.null, and
+-- its own string metatable (installed while its code runs, the runner's
+-- while the runner's runs), so a script that replaces string.format or
+-- getmetatable("").__index changes neither the runner nor the next
+-- script.  event_timeout is wall-clock time and reaches into coroutines;
+-- the top level and init() have rules.load_timeout(config) seconds
+-- (event_timeout when set, else 30), as in the runtime.
+--
 -- Differences from the runtime: the script runs in an environment table of
--- the runner's own Lua state (the string, table, math, ... libraries are
--- shared with it), `db` is a table rather than a userdata, db:exec answers
--- from the script's answers (by default no rows and a count of 0), and
--- lua_memory_limit is not enforced.
+-- the runner's Lua state (C functions are shared), `db` is a table rather
+-- than a userdata, db:exec answers from the script's answers (by default
+-- no rows and a count of 0), and lua_memory_limit is not enforced.
 local sandbox = require "pgqlua.sandbox"
 local payload = require "pgqlua.payload"
+local rules = require "pgqlua.rules"
 local json = require "dkjson"
 
 local M = {}
 
+--- SQL NULL in events, answers and expectations (each script has its own
+-- pgq.null; the runner translates).
 M.null = payload.null
-M.EVENT_OK, M.EVENT_FAILED, M.EVENT_RETRY, M.ABORT_BATCH = 1, 2, 3, 4
+M.EVENT_OK, M.EVENT_FAILED, M.EVENT_RETRY, M.ABORT_BATCH = rules.EVENT_OK, rules.EVENT_FAILED,
+  rules.EVENT_RETRY, rules.ABORT_BATCH
 
---- The runtime's defaults for what init(config) sees and the rules use.
-M.DEFAULT_CONFIG = {
-  queue_name = "test_queue",
-  consumer_name = "test_consumer",
-  retry_delay = 60,
-  max_retries = 5,
-  fetch_size = 300,
-  loop_delay = 1,
-  event_timeout = 0,
-}
+--- The runtime's defaults for what init(config) sees and the rules use
+-- (pgqlua.rules.DEFAULTS), and the mock's queue and consumer names.
+M.DEFAULT_CONFIG = { queue_name = "test_queue", consumer_name = "test_consumer" }
+for k, v in pairs(rules.DEFAULTS) do M.DEFAULT_CONFIG[k] = v end
 
 local MSG_MAX = 1023          -- lb_result.msg holds 1023 bytes
 local LOG_MAX = 2047          -- one log message holds 2047 bytes
+local REASON_MAX = 1199       -- consumer.c's failed reason holds 1199 bytes
 local TRACEBACK_MARK = "\nstack traceback:"
+local HOOK_COUNT = 10000      -- instructions between deadline checks (lbridge.c)
+
+-- the runner's own library functions, taken before any script runs
+local sfind, sformat, ssub = string.find, string.format, string.sub
+local getinfo, sethook, traceback = debug.getinfo, debug.sethook, debug.traceback
+local dgetmetatable, dsetmetatable = debug.getmetatable, debug.setmetatable
+local co_create, co_resume, co_status, co_close, co_running = coroutine.create, coroutine.resume,
+  coroutine.status, coroutine.close, coroutine.running
+
+-- Wall-clock seconds, as the runtime's deadline: `pgqlua test` lends
+-- pgqlua.clock (CLOCK_MONOTONIC); under busted luasystem's monotime;
+-- else os.time (whole seconds).
+local now
+do
+  local ok, clock = pcall(require, "pgqlua.clock")
+  if ok and type(clock) == "function" then
+    now = clock
+  else
+    local sok, system = pcall(require, "system")
+    now = sok and type(system) == "table" and system.monotime or os.time
+  end
+end
+
+-- The string metatable: the process's own (restored whenever the runner
+-- gets control back), and the runner's private copy for its code called
+-- from a script (db methods, host functions), out of the script's reach.
+local STRING_MT = dgetmetatable("")
+local RUNNER_STRING_MT = {}
+for k, v in pairs(STRING_MT) do RUNNER_STRING_MT[k] = v end
+RUNNER_STRING_MT.__metatable = false
+
+-- `local _ <close> = runner_side()` at the top of a runner function a
+-- script calls: the runner's string metatable until it returns or raises,
+-- then the caller's again.  (An error inside a coroutine the script never
+-- closes leaves the runner's; Consumer:_call resets it.)
+local saved_mt, n_saved = {}, 0
+local RESTORE_MT = setmetatable({}, { __close = function()
+  if n_saved > 0 then
+    dsetmetatable("", saved_mt[n_saved])
+    saved_mt[n_saved] = nil
+    n_saved = n_saved - 1
+  end
+end })
+local function runner_side()
+  n_saved = n_saved + 1
+  saved_mt[n_saved] = dgetmetatable("")
+  dsetmetatable("", RUNNER_STRING_MT)
+  return RESTORE_MT
+end
 
 -- lua/ of this installation: the folder above this file's pgqlua/
 local function lua_dir()
@@ -70,13 +130,15 @@ local function type_name(v)
   return type(v)
 end
 
-local function copy(t, seen)
-  if type(t) ~= "table" or t == M.null then return t end
+-- a deep copy for the script: testing.null becomes the script's pgq.null
+local function copy(t, null, seen)
+  if rawequal(t, M.null) then return null end
+  if type(t) ~= "table" or rawequal(t, null) then return t end
   seen = seen or {}
   if seen[t] then return seen[t] end
   local c = {}
   seen[t] = c
-  for k, v in pairs(t) do c[copy(k, seen)] = copy(v, seen) end
+  for k, v in pairs(t) do c[copy(k, null, seen)] = copy(v, null, seen) end
   return setmetatable(c, getmetatable(t))
 end
 
@@ -264,26 +326,12 @@ function M.sql_error(sqlstate, message)
   return { error = text }
 end
 
---- The text db:exec sends for a parameter (ldb.c param_text), or nil for
--- SQL NULL; raises the runtime's error for a value it refuses.
-function M.param_text(v, n)
-  local t = type(v)
-  if v == nil or rawequal(v, M.null) then
-    return nil
-  elseif t == "string" then
-    if v:find("\0", 1, true) then
-      error(string.format("db:exec: parameter %d contains a NUL byte", n), 0)
-    end
-    return v
-  elseif t == "number" then
-    if math.type(v) == "integer" then return string.format("%d", v) end
-    if v == math.floor(v) and math.abs(v) < 9.0e15 then return string.format("%.0f", v) end
-    return string.format("%.17g", v)
-  elseif t == "boolean" then
-    return v and "true" or "false"
-  end
-  error(string.format("db:exec: parameter %d is a %s (expected a string, number, boolean, nil or pgq.null)",
-    n, t), 0)
+--- The text db:exec sends for a parameter (pgqlua.rules.param_text), or
+-- nil for SQL NULL; raises the runtime's error for a value it refuses.
+function M.param_text(v, n, verb)
+  local text, err = rules.param_text(v, n, verb or "exec", M.null)
+  if text == false then error(err, 0) end
+  return text
 end
 
 --- The runtime's trace line for a statement, without the "db:exec " head
@@ -324,26 +372,35 @@ end
 local Consumer = {}
 Consumer.__index = Consumer
 
--- the message handler of lbridge.c docall: message text and traceback
-local function msgh(e)
-  local msg
-  if type(e) == "string" or type(e) == "number" then
-    msg = tostring(e)
-  else
-    local mt = debug.getmetatable(e)
-    local ts = type(mt) == "table" and rawget(mt, "__tostring")
-    local ok, s = false, nil
-    if ts then ok, s = pcall(ts, e) end
-    if ok and type(s) == "string" then
-      msg = s
+-- the message handler of lbridge.c docall: message text and traceback.
+-- It runs where the error was raised; an error object's __tostring runs
+-- with the script's string metatable, the rest with the runner's.
+local function msgh_for(consumer)
+  return function(e)
+    dsetmetatable("", RUNNER_STRING_MT)
+    local msg
+    if type(e) == "string" or type(e) == "number" then
+      msg = tostring(e)
     else
-      msg = string.format("(error object is a %s value)", type(e))
+      local mt = dgetmetatable(e)
+      local ts = type(mt) == "table" and rawget(mt, "__tostring")
+      local ok, s = false, nil
+      if ts then
+        dsetmetatable("", consumer.string_mt)
+        ok, s = pcall(ts, e)
+        dsetmetatable("", RUNNER_STRING_MT)
+      end
+      if ok and type(s) == "string" then
+        msg = s
+      else
+        msg = "(error object is a " .. type(e) .. " value)"
+      end
     end
+    local tb = traceback(msg, 2)
+    -- the frames of the runner itself are no help to the script's author
+    local cut = sfind(tb, "\n\t%[C%]: in function 'xpcall'")
+    return cut and ssub(tb, 1, cut - 1) or tb
   end
-  local tb = debug.traceback(msg, 2)
-  -- the frames of the runner itself are no help to the script's author
-  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
-  return cut and tb:sub(1, cut - 1) or tb
 end
 
 -- the error text the runtime keeps: first part, newlines folded, clipped
@@ -353,37 +410,94 @@ local function error_text(full)
   return fold(clip(first, MSG_MAX)), full
 end
 
--- run f(...) as docall does, with the event_timeout hook; returns
--- true, results (packed) or false, message, traceback
-function Consumer:_call(f, ...)
-  local timeout = tonumber(self.config.event_timeout) or 0
-  if timeout > 0 then
-    local deadline = os.clock() + timeout
-    local own = debug.getinfo(1, "S").source
-    local function hook()
-      -- fire in the script's code only, never in the runner's own (the
-      -- message handler, the code after xpcall)
-      local info = debug.getinfo(2, "S")
-      if info and info.source == own then return end
-      if os.clock() > deadline then
-        debug.sethook(hook, "", 1)
-        -- as luaL_error in lbridge.c's C hook: the position of the caller
-        -- of the interrupted function (none when that is the runner)
-        error(string.format("event_timeout exceeded: the script ran for more than %.3g seconds", timeout), 3)
-      end
+-- The deadline hook, in the runner's thread and every coroutine of the
+-- script: wall-clock, as lbridge.c's deadline_hook.
+local function deadline_hook_for(consumer)
+  local own = getinfo(1, "S").source
+  local hook
+  hook = function()
+    local deadline = consumer._deadline
+    if not deadline then return end
+    -- fire in the script's code only, never in the runner's own (the
+    -- message handler, the code after xpcall)
+    local info = getinfo(2, "S")
+    if info and info.source == own then return end
+    if now() > deadline then
+      -- fire again at once if a pcall in the script swallows this
+      sethook(hook, "", 1)
+      if consumer._thread then sethook(consumer._thread, hook, "", 1) end
+      -- as luaL_error in lbridge.c's C hook: the position of the caller
+      -- of the interrupted function (none when that is the runner)
+      error(sformat("event_timeout exceeded: the script ran for more than %.3g seconds", consumer._timeout), 3)
     end
-    debug.sethook(hook, "", 10000)
   end
-  local res = table.pack(xpcall(f, msgh, ...))
-  if timeout > 0 then debug.sethook() end
+  return hook
+end
+
+-- run f(...) as docall does, with the script's string metatable and a
+-- deadline of `timeout` seconds (0: none); returns true, results
+-- (packed) or false, message, traceback
+function Consumer:_call(timeout, f, ...)
+  timeout = tonumber(timeout) or 0
+  self._thread = co_running()
+  if timeout > 0 then
+    self._timeout, self._deadline = timeout, now() + timeout
+  end
+  if timeout > 0 then sethook(self._deadline_hook, "", HOOK_COUNT) end
+  n_saved = 0
+  dsetmetatable("", self.string_mt)
+  local res = table.pack(xpcall(f, self._msgh, ...))
+  dsetmetatable("", STRING_MT)
+  for i = 1, n_saved do saved_mt[i] = nil end
+  n_saved = 0
+  if timeout > 0 then sethook() end
+  self._deadline, self._thread = nil, nil
   if res[1] then return true, table.pack(table.unpack(res, 2, res.n)) end
   local msg, tb = error_text(res[2])
   return false, msg, tb
 end
 
+-- The script's coroutine library: its own table, and coroutines that
+-- carry the deadline hook (debug.sethook's hooks are per thread).
+local function new_coroutine_lib(consumer)
+  local lib = {}
+  for k, v in pairs(coroutine) do lib[k] = v end
+  local function check(name, f)
+    if type(f) ~= "function" then
+      error(sformat("bad argument #1 to '%s' (function expected, got %s)", name,
+        f == nil and "no value" or type(f)), 3)
+    end
+  end
+  function lib.create(f)
+    check("create", f)
+    local co = co_create(f)
+    sethook(co, consumer._deadline_hook, "", HOOK_COUNT)
+    return co
+  end
+  -- as lcorolib.c auxwrap: an error gets the caller's position
+  function lib.wrap(f)
+    check("wrap", f)
+    local co = co_create(f)
+    sethook(co, consumer._deadline_hook, "", HOOK_COUNT)
+    return function(...)
+      local r = table.pack(co_resume(co, ...))
+      if r[1] then return table.unpack(r, 2, r.n) end
+      local e = r[2]
+      if co_status(co) == "dead" then
+        local ok, ce = co_close(co)
+        if not ok then e = ce end
+      end
+      if type(e) == "string" then error(e, 2) end
+      error(e, 0)
+    end
+  end
+  return lib
+end
+
 local function new_host(consumer)
   local host = { name = "mock" }
   function host.log(level, message)
+    local _ <close> = runner_side()
     local where = "?"
     local info = debug.getinfo(3, "Sl")
     if info then where = info.short_src .. ":" .. tostring(info.currentline) end
@@ -393,16 +507,22 @@ local function new_host(consumer)
     sink[#sink + 1] = entry
   end
   function host.loadfile(path)
+    local _ <close> = runner_side()
     return loadfile(path, "t", consumer.env)
   end
   return host
 end
 
--- the db handle: a table standing in for the runtime's userdata
+-- the db handle: a table standing in for the runtime's userdata; its
+-- state is kept here, out of the script's reach
 local DB_METHODS = {}
+local DB_STATE = setmetatable({}, { __mode = "k" })
 local DB_MT = {
   __index = DB_METHODS,
-  __tostring = function(db) return db._state.active and "pgqlua.db (open)" or "pgqlua.db (outside a batch)" end,
+  __tostring = function(db)
+    local _ <close> = runner_side()
+    return DB_STATE[db].active and "pgqlua.db (open)" or "pgqlua.db (outside a batch)"
+  end,
   __metatable = "db",
   __name = "pgqlua.db",
 }
@@ -410,8 +530,7 @@ local DB_MT = {
 -- ldb.c is_transaction_control: the first word after blanks and comments
 local TXN_WORDS = { begin = true, start = true, commit = true, ["end"] = true, rollback = true,
                     abort = true, savepoint = true, release = true }
-local TXN_REFUSED = "transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the"
-  .. " batch's transaction"
+local TXN_REFUSED = rules.TXN_REFUSED
 
 local function skip_blank(sql, i)
   while true do
@@ -434,9 +553,11 @@ function M.is_transaction_control(sql)
   return word == "prepare" and sql:match("^[%a_]*", skip_blank(sql, after)):lower() == "transaction"
 end
 
--- the checks db:exec and db:send share; returns the statement record
+-- the checks db:exec and db:send share (ldb.c take_statement); returns
+-- the state and the statement, not yet recorded: a statement is recorded
+-- when the runtime would trace it
 local function take_statement(self, verb, ...)
-  local st = type(self) == "table" and rawget(self, "_state")
+  local st = type(self) == "table" and DB_STATE[self]
   if not st then
     error(string.format("bad argument #1 to '%s' (pgqlua.db expected, got %s)", verb,
       select("#", self) == 0 and "no value" or type_name(self)), 3)
@@ -455,8 +576,8 @@ local function take_statement(self, verb, ...)
   local values = table.pack(select(2, ...))
   local params = {}
   for i = 1, values.n do
-    local ok, text = pcall(M.param_text, values[i], i)
-    if not ok then error((text:gsub("^db:exec:", "db:" .. verb .. ":")), 3) end
+    local text, err = rules.param_text(values[i], i, verb, st.consumer.null)
+    if text == false then error(err, 3) end
     params[i] = text == nil and M.null or text
   end
   if st.sql_failed then
@@ -465,9 +586,7 @@ local function take_statement(self, verb, ...)
   end
   local stmt = { sql = sql, params = params, n = values.n, values = values }
   if verb == "send" then stmt.sent = true end
-  st.consumer:_record(stmt)
   if M.is_transaction_control(sql) then
-    stmt.error = TXN_REFUSED
     st.sql_failed, st.sql_error = true, "db:" .. verb .. ": " .. TXN_REFUSED
     error(st.sql_error, 3)
   end
@@ -475,6 +594,7 @@ local function take_statement(self, verb, ...)
 end
 
 function DB_METHODS.exec(self, ...)
+  local _ <close> = runner_side()
   local st, stmt = take_statement(self, "exec", ...)
   -- the runtime waits for the event's sends first: a failed one shows here
   if st.send_failed then
@@ -482,6 +602,7 @@ function DB_METHODS.exec(self, ...)
     error(string.format("db:exec: an earlier statement of this event failed (%s); the event's writes will be"
       .. " rolled back", st.sql_error), 2)
   end
+  st.consumer:_record(stmt)
   local sql = stmt.sql
   local head = sql:match("^%s*(%a+)")
   if head and head:lower() == "copy" then
@@ -496,14 +617,16 @@ function DB_METHODS.exec(self, ...)
     error("db:exec: " .. count, 2)
   end
   stmt.rows, stmt.count = rows, count
-  return copy(rows), count
+  return copy(rows, st.consumer.null), count
 end
 
 --- db:send: recorded like db:exec; nothing is returned.  An error answer
 -- does not raise here: as in the runtime, it makes the event an error
 -- ("db:send: ...") when it ends, or raises at the event's next db:exec.
 function DB_METHODS.send(self, ...)
+  local _ <close> = runner_side()
   local st, stmt = take_statement(self, "send", ...)
+  st.consumer:_record(stmt)
   local head = stmt.sql:match("^%s*(%a+)")
   local rows, count
   if head and head:lower() == "copy" then
@@ -550,45 +673,65 @@ function M.load(script, opts)
     "/usr/local/share/lua/5.4/?.lua", "/usr/local/share/lua/5.4/?/init.lua",
     "/usr/share/lua/5.4/?.lua", "/usr/share/lua/5.4/?/init.lua",
   }, ";")
+  -- the script's own copies of the libraries and of the string
+  -- metatable; its own pgq, pgq.null and payload decoders (loaded from
+  -- lua/ into its environment, as the runtime loads them into its state)
+  local libs = {}
+  for k, v in pairs(_G) do libs[k] = v end
+  for _, name in ipairs({ "string", "table", "math", "utf8", "os" }) do
+    local lib = {}
+    for k, v in pairs(_G[name]) do lib[k] = v end
+    libs[name] = lib
+  end
+  self._deadline_hook = deadline_hook_for(self)
+  self._msgh = msgh_for(self)
+  libs.coroutine = new_coroutine_lib(self)
+  self.string_mt = {}
+  for k, v in pairs(STRING_MT) do self.string_mt[k] = v end
+  self.string_mt.__index = libs.string
   local host = new_host(self)
-  local env = sandbox.new_env(_G, path, host)
+  local env = sandbox.new_env(libs, path, host)
   self.env = env
   env.package.preload["pgqlua.host"] = function() return host end
-  -- shared with this state, so that testing.null is the script's pgq.null
-  env.package.loaded["pgqlua.payload"] = payload
 
   local state = { consumer = self, active = false }
-  self.db = setmetatable({ _state = state }, DB_MT)
+  self.db = setmetatable({}, DB_MT)
+  DB_STATE[self.db] = state
   self._db_state = state
 
-  local ok, err = self:_call(function()
-    env.pgq = env.require("pgqlua")
-    local chunk, lerr = loadfile(script, "t", env)
-    if not chunk then error(lerr, 0) end
-    chunk()
-    for _, name in ipairs({ "process_event", "init", "on_batch_start", "on_batch_end" }) do
-      local f = env[name]
-      if f == nil and name == "process_event" then
-        error(string.format("%s: process_event is not defined (the script must define function"
-          .. " process_event(ev, db))", script), 0)
-      elseif f ~= nil and type(f) ~= "function" then
-        error(string.format("%s: %s must be a function, not a %s", script, name, type(f)), 0)
-      end
-      self[name] = f
+  -- as lbridge.c load_tramp, one rules.load_timeout for all of it
+  local started, limit = now(), rules.load_timeout(self.config)
+  local function step(f, ...)
+    local left = math.max(limit - (now() - started), 1e-6)
+    local ok, res = self:_call(left, f, ...)
+    if not ok then error(res, 0) end
+    return table.unpack(res, 1, res.n)
+  end
+  env.pgq = step(env.require, "pgqlua")
+  self.pgq, self.null = env.pgq, env.pgq.null
+  local chunk, lerr = loadfile(script, "t", env)
+  if not chunk then error(fold(clip(lerr, MSG_MAX)), 0) end
+  step(chunk)
+  for _, name in ipairs({ "process_event", "init", "on_batch_start", "on_batch_end" }) do
+    local f = env[name]
+    if f == nil and name == "process_event" then
+      error(string.format("%s: process_event is not defined (the script must define function"
+        .. " process_event(ev, db))", script), 0)
+    elseif f ~= nil and type(f) ~= "function" then
+      error(string.format("%s: %s must be a function, not a %s", script, name, type(f)), 0)
     end
-    if self.init then
-      local c = {}
-      for _, k in ipairs({ "queue_name", "consumer_name", "script", "config_file", "retry_delay",
-                           "max_retries", "fetch_size", "loop_delay" }) do
-        c[k] = config[k]
-      end
-      c.retry_delay = c.retry_delay + 0.0
-      c.loop_delay = c.loop_delay + 0.0
-      self.init(c)
+    self[name] = f
+  end
+  if self.init then
+    local c = {}
+    for _, k in ipairs({ "queue_name", "consumer_name", "script", "config_file", "retry_delay",
+                         "max_retries", "fetch_size", "loop_delay" }) do
+      c[k] = config[k]
     end
-  end)
-  if not ok then error(err, 0) end
-  self.pgq = env.pgq
+    c.retry_delay = c.retry_delay + 0.0
+    c.loop_delay = c.loop_delay + 0.0
+    step(self.init, c)
+  end
   return self
 end
 
@@ -658,44 +801,6 @@ local function outcome_text(r)
 end
 M.outcome_text = outcome_text
 
--- event_tramp: process_event's results to (outcome, delay, message)
-local function map_results(fn, res)
-  local function where()
-    local info = debug.getinfo(fn, "S")
-    return info.short_src .. ":" .. info.linedefined
-  end
-  local first = res[1]
-  local code
-  if res.n == 0 or first == nil then
-    code = 1
-  elseif math.type(first) == "integer" then
-    code = first
-  else
-    code = -1
-  end
-  if code == 1 then
-    return "OK"
-  elseif code == 4 then
-    return "ABORT_BATCH"
-  elseif code == 3 then
-    local d = res[2]
-    if res.n >= 2 and d ~= nil and (type(d) ~= "number" or not (d >= 0 and d <= 3.2e9)) then
-      return nil, string.format("%s: process_event returned pgq.EVENT_RETRY with a bad delay: %s (expected seconds"
-        .. " from 0 to 3.2e9)", where(), tostring(d))
-    end
-    return "RETRY", d ~= nil and d + 0.0 or nil
-  elseif code == 2 then
-    local r = res[2]
-    if res.n >= 2 and r ~= nil and type(r) ~= "string" then
-      return nil, string.format("%s: process_event returned pgq.EVENT_FAILED with a %s reason (expected a string)",
-        where(), type(r))
-    end
-    return "FAILED", nil, r ~= nil and clip(r, MSG_MAX) or "failed by the script"
-  end
-  return nil, string.format("%s: process_event returned %s, which is not a result (return pgq.EVENT_OK,"
-    .. " pgq.EVENT_RETRY, pgq.EVENT_FAILED or pgq.ABORT_BATCH)", where(), tostring(first))
-end
-
 -- begin capturing SQL and logs for one call
 function Consumer:_begin(where, rec)
   rec.sql, rec.logs = {}, {}
@@ -718,9 +823,9 @@ end
 --- The batch table the hooks see; fields may be given.
 function Consumer:batch(fields)
   self.batches = self.batches + 1
-  local now = os.date("!%Y-%m-%d %H:%M:%S+00")
+  local stamp = os.date("!%Y-%m-%d %H:%M:%S+00")
   local b = { id = self.batches, tick_id = self.batches + 1, prev_tick_id = self.batches,
-              tick_time = now, prev_tick_time = now }
+              tick_time = stamp, prev_tick_time = stamp }
   for k, v in pairs(fields or {}) do b[k] = v end
   return b
 end
@@ -731,7 +836,7 @@ function Consumer:_hook(name, batch, run)
   local rec = { hook = name }
   run[name] = rec
   self:_begin(name, rec)
-  local ok, err, tb = self:_call(f, batch, self.db)
+  local ok, err, tb = self:_call(self.config.event_timeout, f, batch, self.db)
   local sql_failed, sql_error, by_send = self:_end()
   for _, s in ipairs(rec.sql) do run.sql[#run.sql + 1] = s end
   for _, l in ipairs(rec.logs) do run.logs[#run.logs + 1] = l end
@@ -803,18 +908,24 @@ function Consumer:run(events, opts)
       r.action, r.sql, r.logs = "skipped", {}, {}
     else
       self:_begin(i, r)
-      local ok, res, tb = self:_call(self.process_event, copy(ev), self.db)
+      local timeout = self.config.event_timeout
+      local ok, res, tb = self:_call(timeout, self.process_event, copy(ev, self.null), self.db)
       local outcome, delay, msg
+      if ok and not (res[1] == nil or res[1] == rules.EVENT_OK and math.type(res[1]) == "integer") then
+        -- as event_tramp: what is not plainly OK goes to the shared rule,
+        -- in the script's state (its __tostring, its string metatable)
+        local fn = self.process_event
+        local function where()
+          local info = getinfo(fn, "S")
+          return info.short_src .. ":" .. info.linedefined
+        end
+        ok, res, tb = self:_call(timeout, rules.map_result, where, res[1], res[2])
+      elseif ok then
+        res = { "OK" }
+      end
       if ok then
-        local mok, o, d, m = pcall(map_results, self.process_event, res)
-        if not mok then
-          -- an error of __tostring: under the runtime it has no position
-          o, d = nil, tostring(o):gsub("^[^:]*testing%.lua:%d+: ", "")
-        end
-        outcome, delay, msg = o, d, m
-        if not outcome then
-          outcome, msg, tb, delay = "ERROR", fold(clip(delay, MSG_MAX)), nil, nil
-        end
+        outcome, delay, msg = res[1], res[2], res[3]
+        if msg ~= nil then msg = clip(msg, MSG_MAX) end
       else
         outcome, msg = "ERROR", res
       end
@@ -839,11 +950,11 @@ function Consumer:run(events, opts)
       elseif outcome == "FAILED" then
         r.action, r.failed = "failed", msg
       else
-        local max = math.tointeger(self.config.max_retries) or 5
-        if ev.retry >= max then
+        local max = math.tointeger(self.config.max_retries) or rules.DEFAULTS.max_retries
+        local reason = rules.retries_used_up(ev.retry, max, outcome == "ERROR" and msg or "")
+        if reason then
           r.action = "failed"
-          r.failed = clip(string.format("max_retries (%d) reached: %s", max,
-            (msg ~= nil and msg ~= "") and msg or "retried by the script"), 1199)
+          r.failed = clip(reason, REASON_MAX)
         else
           r.action = "retry"
           r.retry_in = delay or (tonumber(self.config.retry_delay) + 0.0)

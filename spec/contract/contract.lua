@@ -4,7 +4,7 @@
 -- NAME.yaml (events with complete expectations, in `pgqlua test` format)
 -- and optionally NAME.sql (tables the real database needs).  From the
 -- expectations this module renders the exact lines the runtime logs at
--- log_level trace (db:exec statements, each event's outcome, what happens
+-- log_level trace (db:exec and db:send statements, each event's outcome, what happens
 -- next, a rolled-back batch); spec/contract_spec.lua renders the same lines
 -- from a mock run, and tests/integration/t_contract.sh reads them from the
 -- real runtime's log.  Both must equal the expected lines.
@@ -48,10 +48,17 @@ local function norm(line)
   return (testing.strip_dirs(line):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
 end
 
+-- a statement given as { sql =, params =, send = true } was a db:send
 local function sql_lines(lines, list)
-  for _, t in ipairs(testing.expected_sql_texts(list or {})) do
-    lines[#lines + 1] = "db:exec " .. t
+  list = list or {}
+  for i, t in ipairs(testing.expected_sql_texts(list)) do
+    local s = list[i]
+    lines[#lines + 1] = (type(s) == "table" and s.send and "db:send " or "db:exec ") .. t
   end
+end
+
+local function verb(s)
+  return s.sent and "db:send " or "db:exec "
 end
 
 local function need(cond, spec, i, what)
@@ -97,11 +104,11 @@ end
 function M.mock_lines(run)
   local lines = {}
   for _, s in ipairs(run.on_batch_start and run.on_batch_start.sql or {}) do
-    lines[#lines + 1] = "db:exec " .. testing.trace_text(s.sql, s.params, s.n)
+    lines[#lines + 1] = verb(s) .. testing.trace_text(s.sql, s.params, s.n)
   end
   for i, r in ipairs(run.events) do
     if r.outcome then
-      for _, s in ipairs(r.sql) do lines[#lines + 1] = "db:exec " .. testing.trace_text(s.sql, s.params, s.n) end
+      for _, s in ipairs(r.sql) do lines[#lines + 1] = verb(s) .. testing.trace_text(s.sql, s.params, s.n) end
       lines[#lines + 1] = string.format("event #%d: outcome %s", i, testing.outcome_text(r))
       if r.action == "abort" then
         lines[#lines + 1] = "batch rolled back (" .. run.aborted:gsub("event %d+$", "event #" .. i)
@@ -115,7 +122,7 @@ function M.mock_lines(run)
     end
   end
   for _, s in ipairs(run.on_batch_end and run.on_batch_end.sql or {}) do
-    lines[#lines + 1] = "db:exec " .. testing.trace_text(s.sql, s.params, s.n)
+    lines[#lines + 1] = verb(s) .. testing.trace_text(s.sql, s.params, s.n)
   end
   for k, l in ipairs(lines) do lines[k] = norm(l) end
   return lines
@@ -141,7 +148,7 @@ function M.real_lines(log)
         n = n + 1
         ids[id] = n
       end
-      local keep = msg:match("^db:exec ") or msg:match("^event %d+: outcome ")
+      local keep = msg:match("^db:exec ") or msg:match("^db:send ") or msg:match("^event %d+: outcome ")
         or msg:match("^event %d+: moved to the failed%-event table: ") or msg:match("^event %d+: retry %d+ in ")
         or msg:match("^batch rolled back ") or msg:match("^on_batch_%a+: ")
       if keep then
@@ -186,6 +193,7 @@ function M.config_lines(spec)
   return table.concat({
     "retry_delay: " .. tostring(c.retry_delay or testing.DEFAULT_CONFIG.retry_delay),
     "max_retries: " .. tostring(c.max_retries or testing.DEFAULT_CONFIG.max_retries),
+    "event_timeout: " .. tostring(c.event_timeout or testing.DEFAULT_CONFIG.event_timeout),
     "log_level: trace",
   }, "\n")
 end

@@ -1,0 +1,2 @@
+drop table if exists ct_send;
+create table ct_send (v text);
