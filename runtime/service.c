@@ -422,6 +422,7 @@ int service_status(const char *config_path, int json)
 	config *cfg;
 	char pidfile[PATH_MAX], statefile[PATH_MAX + 8], state[8192] = "", err[1024];
 	char started[32], script[PATH_MAX], loaded[32], reload_at[32], reload[600], role[16];
+	char wpid[32], wrestarts[32];
 	monitor_info m;
 	pid_t pid;
 	int rc, running, unreachable, dbok;
@@ -446,6 +447,8 @@ int service_status(const char *config_path, int json)
 	state_get(state, "last_reload_at", reload_at, sizeof(reload_at));
 	state_get(state, "last_reload", reload, sizeof(reload));
 	state_get(state, "role", role, sizeof(role));
+	state_get(state, "worker_pid", wpid, sizeof(wpid));
+	state_get(state, "worker_restarts", wrestarts, sizeof(wrestarts));
 	dbok = monitor_query(cfg, &m, &unreachable, err, sizeof(err)) == 0;
 
 	if (json) {
@@ -462,6 +465,8 @@ int service_status(const char *config_path, int json)
 			json_str(stdout, reload);
 			printf(",\"last_reload_at\":%s,\"role\":", reload_at[0] && atoll(reload_at) ? reload_at : "null");
 			json_str(stdout, role[0] ? role : "active");
+			printf(",\"worker_pid\":%s,\"worker_restarts\":%s", wpid[0] ? wpid : "null",
+			       wrestarts[0] ? wrestarts : "0");
 		}
 		if (dbok && m.registered)
 			printf(",\"registered\":true,\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld,\"failed\":%lld",
@@ -486,6 +491,7 @@ int service_status(const char *config_path, int json)
 			printf("consumer %s on queue %s: running (%s), pid %d, up %llds\n", cfg->consumer_name,
 			       cfg->queue_name, strcmp(role, "standby") == 0 ? "hot standby: another instance is active" : "active",
 			       (int)pid, started[0] ? (long long)(now - atoll(started)) : 0LL);
+			printf("worker: pid %s, %s restarts\n", wpid[0] ? wpid : "?", wrestarts[0] ? wrestarts : "0");
 			printf("script: %s (loaded %llds ago); last reload: %s\n", script,
 			       loaded[0] ? (long long)(now - atoll(loaded)) : 0LL, reload[0] ? reload : "none");
 		} else

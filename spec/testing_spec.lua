@@ -366,6 +366,6 @@ describe("the mock runner's isolation of a script", function()
       function init() while true do end end
       function process_event() end]]), { config = { event_timeout = 0.05 } })
     assert.is_false(ok)
-    assert.matches("event_timeout exceeded: the script ran for more than 0.05 seconds", err, 1, true)
+    assert.matches("event_timeout exceeded: the script ran for more than", err, 1, true)
   end)
 end)

@@ -41,6 +41,8 @@ end" "$LIMITS"
 		"$(sql "select string_agg(data || ':' || n, ',' order by data) from (select data, count(*) n from r_dl where q = '$q' group by data) x")"
 	expect_eq "$name: the parent replaced the worker each time" "3" \
 		"$(grep -c 'restarting the worker' "$WORK/$c.log")"
+	expect_match "$name: status counts the worker's restarts" "worker: pid [0-9]+, 3 restarts" \
+		"$("$PGQLUA" status "$WORK/$c.yaml")"
 	kill -TERM "$pid"
 	set +e; wait "$pid"; rc=$?; set -e
 	expect_eq "$name: the consumer stops cleanly afterwards" "0" "$rc"

@@ -364,6 +364,7 @@ static void test_boundaries(void)
 
 int main(void)
 {
+	ldbwin_set_refusal("transaction control (COMMIT, ROLLBACK, ...) is not allowed: the runtime owns the batch's transaction");
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		run_case(&cases[i]);
