@@ -105,16 +105,6 @@ static int usage_error(const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
-/* Load the config for commands that do not run the script. */
-static int load_config(const char *path, config **cfg)
-{
-	char err[1024];
-	config_status st = config_load(path, cfg, err, sizeof(err));
-	if (st == CONFIG_OK)
-		return 0;
-	fprintf(stderr, "pgqlua: %s\n", err);
-	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : EXIT_CONFIG;
-}
 
 static int connect_config(const config *cfg, pgconn **out)
 {
@@ -211,7 +201,7 @@ static int cmd_munin(cli_args *a)
 		return usage_error("munin: no CONFIG file given (or set env.PGQLUA_CONFIG)%s", "");
 	if (a->npos > 1)
 		return usage_error("munin: unexpected argument \"%s\"", a->pos[1]);
-	if ((rc = load_config(a->config, &cfg)) != 0)
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	rc = monitor_munin(cfg, a->npos ? a->pos[0] : NULL);
 	config_free(cfg);
@@ -227,7 +217,7 @@ static int cmd_install(cli_args *a)
 
 	if (a->npos > 0)
 		return usage_error("install: unexpected argument \"%s\"", a->pos[0]);
-	if ((rc = load_config(a->config, &cfg)) != 0)
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	if ((rc = connect_config(cfg, &c)) != 0)
 		goto out;
@@ -287,7 +277,7 @@ static int registration(cli_args *a, int reg)
 
 	if (a->npos > 0)
 		return usage_error("unexpected argument \"%s\"", a->pos[0]);
-	if ((rc = load_config(a->config, &cfg)) != 0)
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	if ((rc = connect_config(cfg, &c)) != 0)
 		goto out;
@@ -362,14 +352,14 @@ static int cmd_failed(cli_args *a)
 		return usage_error("failed %s: give event ids or \"all\"", action);
 	if (all && nids > 0)
 		return usage_error("failed: give event ids or \"all\", not both%s", "");
-	if ((rc = load_config(a->config, &cfg)) != 0)
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	if ((rc = connect_config(cfg, &c)) != 0)
 		goto out;
 	n = fn(c, cfg->queue_name, cfg->consumer_name, ids, nids, stdout, err, sizeof(err));
 	if (n < 0) {
 		fprintf(stderr, "pgqlua: failed %s: %s%s\n", action, err,
-		            strstr(err, "pgqlua.failed_event") ? " (run `pgqlua install CONFIG`)" : "");
+		            strstr(err, "pgqlua.failed_event") ? FAILED_INSTALL_HINT : "");
 		rc = EXIT_DB;
 	} else if (nids > 0 && n < nids)
 		rc = EXIT_PARTIAL;

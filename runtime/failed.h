@@ -7,10 +7,11 @@
 #define PGQLUA_FAILED_H
 
 #include "pgconn.h"
+#include "pgq.h"
 #include <stdio.h>
 
 /* What to tell the user when schema pgqlua is missing. */
-#define FAILED_INSTALL_HINT " (run `pgqlua install CONFIG`)"
+#define FAILED_INSTALL_HINT " (" PGQ_INSTALL_HINT ")"
 
 /* Create schema pgqlua and its tables if missing (idempotent). */
 int failed_install_schema(pgconn *c, char *err, size_t errlen);

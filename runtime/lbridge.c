@@ -172,9 +172,7 @@ static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double time
 				log_debug("%s", m);
 		} else
 			snprintf(err, errlen, "error in the error handler");
-		for (char *p = err; *p; p++)
-			if (*p == '\n' || *p == '\r')
-				*p = ' ';
+		log_fold(err);
 		lua_settop(L, 0);
 	}
 	return status;

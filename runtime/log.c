@@ -116,9 +116,7 @@ void log_vwrite(log_level lvl, const char *fmt, va_list ap)
 	int saved_errno = errno;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+	log_fold(msg);
 
 	if (log_consumer[0] && log_batch)
 		snprintf(ctx, sizeof(ctx), " consumer=%s batch=%lld", log_consumer, log_batch);
@@ -159,4 +157,18 @@ void log_configure(log_level lvl, const char *consumer, const char *logfile, int
 		log_open_file(NULL);
 	else if (log_open_file(logfile) != 0)
 		log_error("cannot open logfile %s: %s; logging to stderr", logfile, strerror(errno));
+}
+
+void log_fold(char *s)
+{
+	char *out = s;
+	for (const char *p = s; *p; p++) {
+		char ch = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+		if (ch == ' ' && (out == s || out[-1] == ' '))
+			continue;
+		*out++ = ch;
+	}
+	while (out > s && out[-1] == ' ')
+		out--;
+	*out = '\0';
 }

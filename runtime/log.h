@@ -34,6 +34,9 @@ void log_use_syslog(const char *ident);
 /* One level more (+1) or less (-1) verbose, within bounds; async-signal-safe. */
 void log_level_step(int delta);
 void log_set_consumer(const char *name);
+/* Newlines and tabs to single spaces, no trailing space: one log line. */
+void log_fold(char *s);
+
 /* All of a config's log settings at once: level, consumer name, logfile
  * (NULL: stderr, or syslog when syslog_fallback), syslog. */
 void log_configure(log_level lvl, const char *consumer, const char *logfile, int use_syslog, int syslog_fallback);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define INSTALL_LOCK_KEY "7236354"   /* pg_advisory_xact_lock key of pgconn_install */
 #define STMT_MAX 128          /* prepared statements kept per connection */
 
 typedef struct stmt_entry {
@@ -36,21 +37,6 @@ struct pgconn {
 	PGresult *async_res;
 	char async_err[512];
 };
-
-/* Newlines and tabs to single spaces, no trailing space: one log line. */
-static void fold_line(char *s)
-{
-	char *out = s;
-	for (const char *p = s; *p; p++) {
-		char ch = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
-		if (ch == ' ' && (out == s || out[-1] == ' '))
-			continue;
-		*out++ = ch;
-	}
-	while (out > s && out[-1] == ' ')
-		out--;
-	*out = '\0';
-}
 
 static void build_safe_name(pgconn *c)
 {
@@ -100,7 +86,7 @@ static void notice_to_log(void *arg, const char *message)
 	char msg[1024];
 	(void)arg;
 	snprintf(msg, sizeof(msg), "%s", message);
-	fold_line(msg);
+	log_fold(msg);
 	log_debug("server: %s", msg);
 }
 
@@ -170,7 +156,7 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 	if (PQstatus(c->pg) != CONNECTION_OK) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
-		fold_line(msg);
+		log_fold(msg);
 		snprintf(err, errlen, "cannot connect to %s: %s", c->safe_name, msg);
 		PQfinish(c->pg);
 		c->pg = NULL;
@@ -232,17 +218,17 @@ void pgconn_result_error(pgconn *c, const PGresult *res, char *err, size_t errle
 	if (!text)
 		text = c->pg ? PQerrorMessage(c->pg) : "not connected";
 	snprintf(msg, sizeof(msg), "%s%s%s", state ? state : "", state ? " " : "", text);
-	fold_line(msg);
+	log_fold(msg);
 	snprintf(err, errlen, "%s", msg);
 }
 
-/* A statement put the connection into COPY: end it (db:exec does not speak
- * COPY).  Returns 0, or -1 when the connection had to be closed. */
+/* A statement put the connection into COPY: end it (the wrapper does not
+ * speak the COPY protocol).  Returns 0, or -1 when the connection had to be closed. */
 static int refuse_copy(pgconn *c, ExecStatusType st)
 {
 	char *buf;
 	if (st == PGRES_COPY_IN)
-		(void)PQputCopyEnd(c->pg, "COPY is not supported by db:exec");
+		(void)PQputCopyEnd(c->pg, PGCONN_COPY_REFUSED);
 	else if (st == PGRES_COPY_OUT)
 		while (PQgetCopyData(c->pg, &buf, 0) > 0)
 			PQfreemem(buf);
@@ -335,7 +321,7 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 	if (is_copy(st)) {
 		PGresult *r;
 		PQclear(res);
-		snprintf(err, errlen, "COPY is not supported by db:exec");
+		snprintf(err, errlen, PGCONN_COPY_REFUSED);
 		if (refuse_copy(c, st) == 0)
 			while ((r = PQgetResult(c->pg)) != NULL)
 				PQclear(r);
@@ -500,7 +486,7 @@ static int pipe_finish(pgconn *c, int keep, PGresult **kept, int *failed_at, cha
 		if (is_copy(st)) {
 			if (*failed_at < 0) {
 				*failed_at = got;
-				snprintf(err, errlen, "COPY is not supported by db:exec and db:send");
+				snprintf(err, errlen, PGCONN_COPY_REFUSED);
 			}
 			if (refuse_copy(c, st) != 0)
 				broken = 1;
@@ -532,7 +518,7 @@ static int pipe_finish(pgconn *c, int keep, PGresult **kept, int *failed_at, cha
 			*kept = NULL;
 		}
 		if (!c->pg)
-			snprintf(err, errlen, "COPY BOTH is not supported by db:exec and db:send");
+			snprintf(err, errlen, PGCONN_COPY_REFUSED);
 		else
 			pgconn_result_error(c, NULL, err, errlen);
 		return -1;
@@ -604,7 +590,7 @@ broken:
 int pgconn_install(pgconn *c, const char *sql, char *err, size_t errlen)
 {
 	char ignored[256];
-	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(7236354);"
+	if (pgconn_cmd(c, "begin; select pg_advisory_xact_lock(" INSTALL_LOCK_KEY ");"
 	                  " set local client_min_messages = warning", err, errlen) == 0 &&
 	    pgconn_cmd(c, sql, err, errlen) == 0 && pgconn_cmd(c, "commit", err, errlen) == 0)
 		return 0;

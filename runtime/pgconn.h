@@ -20,6 +20,9 @@ typedef struct pgconn pgconn;
  * unknown. */
 #define PGCONN_LOST (-2)
 
+/* The error of a statement that started COPY (pgqlua.rules.COPY_REFUSED). */
+#define PGCONN_COPY_REFUSED "COPY is not supported"
+
 /* Keep the conninfo; do not connect.  NULL on out of memory. */
 pgconn *pgconn_new(const char *conninfo);
 void pgconn_free(pgconn *c);

@@ -258,10 +258,10 @@ pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consum
 		return PGQ_ERROR;
 	}
 	if (PQgetvalue(res, 0, 0)[0] != 't') {
-		snprintf(err, errlen, "queue %s does not exist (run `pgqlua install CONFIG`)", queue);
+		snprintf(err, errlen, "queue %s does not exist (" PGQ_INSTALL_HINT ")", queue);
 		rc = PGQ_NONE;
 	} else if (PQgetvalue(res, 0, 1)[0] != 't') {
-		snprintf(err, errlen, "consumer %s is not registered on queue %s (run `pgqlua install CONFIG` or `pgqlua register CONFIG`)",
+		snprintf(err, errlen, "consumer %s is not registered on queue %s (" PGQ_INSTALL_HINT " or `pgqlua register CONFIG`)",
 		         consumer, queue);
 		rc = PGQ_NONE;
 	} else

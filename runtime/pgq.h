@@ -30,6 +30,10 @@ typedef struct pgq_batch_knobs {
 	double min_lag;       /* < 0: unset */
 } pgq_batch_knobs;
 
+/* What to tell the user when the queue, the consumer or schema pgqlua is
+ * missing. */
+#define PGQ_INSTALL_HINT "run `pgqlua install CONFIG`"
+
 typedef enum pgq_result {
 	PGQ_DONE = 0,
 	PGQ_NONE,             /* next_batch: nothing ready */

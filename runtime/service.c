@@ -315,7 +315,7 @@ int service_run(const char *config_path, int once, int detach)
 	return rc;
 }
 
-static int load_for_control(const char *config_path, config **cfg)
+int service_load_config(const char *config_path, config **cfg)
 {
 	char err[1024];
 	config_status st = config_load(config_path, cfg, err, sizeof(err));
@@ -345,7 +345,7 @@ int service_signal(const char *config_path, const char *command)
 	pid_t pid;
 	int rc, sig;
 
-	if ((rc = load_for_control(config_path, &cfg)) != 0)
+	if ((rc = service_load_config(config_path, &cfg)) != 0)
 		return rc;
 	service_pidfile(cfg, pidfile, sizeof(pidfile));
 	if (!daemon_pidfile_running(pidfile, &pid) || pid <= 0) {
@@ -428,7 +428,7 @@ int service_status(const char *config_path, int json)
 	int rc, running, unreachable, dbok;
 	time_t now = time(NULL);
 
-	if ((rc = load_for_control(config_path, &cfg)) != 0)
+	if ((rc = service_load_config(config_path, &cfg)) != 0)
 		return rc;
 	service_pidfile(cfg, pidfile, sizeof(pidfile));
 	snprintf(statefile, sizeof(statefile), "%s.state", pidfile);

@@ -29,6 +29,10 @@ M.EVENT_OK, M.EVENT_FAILED, M.EVENT_RETRY, M.ABORT_BATCH = EVENT_OK, EVENT_FAILE
 local DELAY_MAX = 3.2e9
 M.DELAY_MAX = DELAY_MAX
 
+--- What db:exec and db:send say to a statement that starts COPY (the
+-- runtime's is PGCONN_COPY_REFUSED in runtime/pgconn.h: keep them equal).
+M.COPY_REFUSED = "COPY is not supported"
+
 --- Seconds the top level of a script and init() may take without an
 -- event_timeout.
 M.LOAD_TIMEOUT = 30

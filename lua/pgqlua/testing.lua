@@ -606,7 +606,7 @@ function DB_METHODS.exec(self, ...)
   local sql = stmt.sql
   local head = sql:match("^%s*(%a+)")
   if head and head:lower() == "copy" then
-    stmt.error = "COPY is not supported by db:exec"
+    stmt.error = rules.COPY_REFUSED
     st.sql_failed, st.sql_error = true, stmt.error
     error("db:exec: " .. stmt.error, 2)
   end
@@ -630,7 +630,7 @@ function DB_METHODS.send(self, ...)
   local head = stmt.sql:match("^%s*(%a+)")
   local rows, count
   if head and head:lower() == "copy" then
-    rows, count = nil, "COPY is not supported by db:send"
+    rows, count = nil, rules.COPY_REFUSED
   else
     rows, count = st.consumer:_answer(stmt.sql, stmt.values)
   end

@@ -57,7 +57,7 @@ sql "select pgq.insert_event('q_copy', 'x', d) from unnest(array['copy','copyout
 drain q_copy c_copy 30 || fail "q_copy did not drain"
 expect_eq "events after a refused COPY are processed" "ok" "$(sql "select string_agg(data, ',') from r_copy")"
 expect_eq "COPY is a clear error" "2" \
-	"$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_copy' and reason like '%COPY is not supported by db:exec%'")"
+	"$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_copy' and reason like '%db:exec: COPY is not supported%'")"
 
 # ---- COMMIT from the script is refused; the batch comes again
 new_consumer q_txn c_txn '
