@@ -1,8 +1,10 @@
 /*
- * pgconn.c - libpq wrapper (see pgconn.h).  The conninfo is only ever handed
+ * pgconn.c - libpq wrapper (see pgconn.h): connect, close, plain and
+ * async statements, errors.  Prepared statements and the pipeline are in
+ * pgpipe.c.  The conninfo is only ever handed
  * to libpq; logs and errors use the safe name built from its parsed parts.
  */
-#include "pgconn.h"
+#include "pgconn_int.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -10,33 +12,6 @@
 #include <string.h>
 
 #define INSTALL_LOCK_KEY "7236354"   /* pg_advisory_xact_lock key of pgconn_install */
-#define STMT_MAX 128          /* prepared statements kept per connection */
-
-typedef struct stmt_entry {
-	char *sql;                /* NULL: a free slot */
-	unsigned long hash;
-	long id;                  /* its name is pgqlua_<id>; ids are never reused */
-} stmt_entry;
-
-struct pgconn {
-	char *conninfo;
-	PGconn *pg;
-	PGcancel *volatile cancel;   /* read by signal handlers */
-	char safe_name[256];
-	int prepare;                 /* keep statements prepared */
-	stmt_entry stmts[STMT_MAX];
-	int last_slot;               /* the slot found last */
-	long next_id;
-	/* commands in the pipeline since its last sync: the statement slot
-	 * (-1: unnamed) and whether the command is its Parse */
-	int *seg_slot;
-	unsigned char *seg_parse;
-	int nseg, capseg;
-	/* pgconn_send_async: a statement in flight, then its result */
-	int async;
-	PGresult *async_res;
-	char async_err[512];
-};
 
 static void build_safe_name(pgconn *c)
 {
@@ -174,7 +149,7 @@ void pgconn_cancel(pgconn *c)
 		(void)PQcancel(cancel, buf, sizeof(buf));
 }
 
-static void stmt_forget(pgconn *c, int slot)
+void pgconn_stmt_forget(pgconn *c, int slot)
 {
 	free(c->stmts[slot].sql);
 	c->stmts[slot].sql = NULL;
@@ -189,7 +164,7 @@ void pgconn_close(pgconn *c, const char *why)
 	PQclear(c->async_res);
 	c->async_res = NULL;
 	for (int i = 0; i < STMT_MAX; i++)
-		stmt_forget(c, i);
+		pgconn_stmt_forget(c, i);
 	c->nseg = 0;
 	c->cancel = NULL;
 	if (cancel)
@@ -224,7 +199,7 @@ void pgconn_result_error(pgconn *c, const PGresult *res, char *err, size_t errle
 
 /* A statement put the connection into COPY: end it (the wrapper does not
  * speak the COPY protocol).  Returns 0, or -1 when the connection had to be closed. */
-static int refuse_copy(pgconn *c, ExecStatusType st)
+int pgconn_refuse_copy(pgconn *c, ExecStatusType st)
 {
 	char *buf;
 	if (st == PGRES_COPY_IN)
@@ -239,14 +214,14 @@ static int refuse_copy(pgconn *c, ExecStatusType st)
 	return 0;
 }
 
-static int is_copy(ExecStatusType st)
+int pgconn_is_copy(ExecStatusType st)
 {
 	return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
 }
 
 /* Read the result of the statement in flight (pgconn_send_async), if
  * any, so that the connection can take another one. */
-static void settle(pgconn *c)
+void pgconn_settle(pgconn *c)
 {
 	PGresult *res;
 	if (!c->async)
@@ -284,7 +259,7 @@ int pgconn_send_async(pgconn *c, const char *sql)
 PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen)
 {
 	PGresult *res;
-	settle(c);
+	pgconn_settle(c);
 	res = c->async_res;
 	c->async_res = NULL;
 	if (!res)
@@ -295,7 +270,7 @@ PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen)
 
 void pgconn_drop_async(pgconn *c)
 {
-	settle(c);
+	pgconn_settle(c);
 	PQclear(c->async_res);
 	c->async_res = NULL;
 }
@@ -310,7 +285,7 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 		snprintf(err, errlen, "not connected");
 		return NULL;
 	}
-	settle(c);
+	pgconn_settle(c);
 	if (params)
 		res = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
 	else
@@ -318,272 +293,17 @@ PGresult *pgconn_exec(pgconn *c, const char *sql, int nparams, const char *const
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;
-	if (is_copy(st)) {
+	if (pgconn_is_copy(st)) {
 		PGresult *r;
 		PQclear(res);
 		snprintf(err, errlen, PGCONN_COPY_REFUSED);
-		if (refuse_copy(c, st) == 0)
+		if (pgconn_refuse_copy(c, st) == 0)
 			while ((r = PQgetResult(c->pg)) != NULL)
 				PQclear(r);
 		return NULL;
 	}
 	pgconn_result_error(c, res, err, errlen);
 	PQclear(res);
-	return NULL;
-}
-
-/* ---- prepared statements and the pipeline ----
- * With pgconn_set_prepare, every statement sent through the pipeline is
- * kept prepared (named pgqlua_<n>, up to STMT_MAX of them): the server
- * parses and plans it once per connection.  A Parse goes out in the same
- * pipeline as the statement's first execution; its slot is freed again if
- * the Parse failed or was skipped, or if the statement no longer fits its
- * plan (a table changed under a SELECT *); a new name is used next time.
- * Each command in the pipeline is tracked, so that results can be read
- * back in order. */
-
-void pgconn_set_prepare(pgconn *c, int on)
-{
-	c->prepare = on;
-}
-
-static unsigned long hash_sql(const char *s)
-{
-	unsigned long h = 1469598103934665603ul;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ul;
-	return h;
-}
-
-/* The slot of sql, adding it (*added) if there is room; -1 if none. */
-static int stmt_slot(pgconn *c, const char *sql, int *added)
-{
-	unsigned long h = hash_sql(sql);
-	int free_slot = -1, last = c->last_slot;
-	*added = 0;
-	/* a script sends the same statement event after event */
-	if (c->stmts[last].sql && c->stmts[last].hash == h && strcmp(c->stmts[last].sql, sql) == 0)
-		return last;
-	for (int i = 0; i < STMT_MAX; i++) {
-		if (!c->stmts[i].sql) {
-			if (free_slot < 0)
-				free_slot = i;
-		} else if (c->stmts[i].hash == h && strcmp(c->stmts[i].sql, sql) == 0)
-			return c->last_slot = i;
-	}
-	if (free_slot < 0 || !(c->stmts[free_slot].sql = strdup(sql)))
-		return -1;
-	c->stmts[free_slot].hash = h;
-	c->stmts[free_slot].id = ++c->next_id;
-	*added = 1;
-	return c->last_slot = free_slot;
-}
-
-static int seg_push(pgconn *c, int slot, int parse)
-{
-	if (c->nseg == c->capseg) {
-		int n = c->capseg ? c->capseg * 2 : 64;
-		int *ns = realloc(c->seg_slot, sizeof(int) * (size_t)n);
-		unsigned char *np;
-		if (!ns)
-			return -1;
-		c->seg_slot = ns;
-		if (!(np = realloc(c->seg_parse, (size_t)n)))
-			return -1;
-		c->seg_parse = np;
-		c->capseg = n;
-	}
-	c->seg_slot[c->nseg] = slot;
-	c->seg_parse[c->nseg] = (unsigned char)parse;
-	c->nseg++;
-	return 0;
-}
-
-/* Queue one statement (pipeline mode on): its Parse first when it is new
- * and may be prepared.  Returns the number of commands queued (1 or 2),
- * or -1. */
-static int send_stmt(pgconn *c, const char *sql, int nparams, const char *const *params, int prepare)
-{
-	char name[32];
-	int added = 0, slot = prepare && c->prepare ? stmt_slot(c, sql, &added) : -1;
-
-	if (slot < 0) {
-		if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0) || seg_push(c, -1, 0) != 0)
-			return -1;
-		return 1;
-	}
-	snprintf(name, sizeof(name), "pgqlua_%ld", c->stmts[slot].id);
-	if (added && (!PQsendPrepare(c->pg, name, sql, nparams, NULL) || seg_push(c, slot, 1) != 0)) {
-		stmt_forget(c, slot);
-		return -1;
-	}
-	if (!PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0) || seg_push(c, slot, 0) != 0)
-		return -1;
-	return added ? 2 : 1;
-}
-
-/* What a command's result says about its prepared statement. */
-static void seg_result(pgconn *c, int i, ExecStatusType st, const PGresult *res)
-{
-	int slot = c->seg_slot[i];
-	const char *state;
-	if (slot < 0 || !c->stmts[slot].sql)
-		return;
-	if (c->seg_parse[i]) {
-		if (st != PGRES_COMMAND_OK)
-			stmt_forget(c, slot);   /* failed or skipped: maybe not there */
-		return;
-	}
-	state = st == PGRES_FATAL_ERROR ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	/* 0A000: the plan's result type changed */
-	if (state && strcmp(state, "0A000") == 0)
-		stmt_forget(c, slot);
-	/* 26000: it is gone, and so may be the others (DEALLOCATE ALL) */
-	if (state && strcmp(state, "26000") == 0)
-		for (int k = 0; k < STMT_MAX; k++)
-			stmt_forget(c, k);
-}
-
-int pgconn_pipe_send(pgconn *c, const char *sql, int nparams, const char *const *params, int prepare)
-{
-	if (!c->pg)
-		return -1;
-	if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
-		settle(c);
-		if (!PQenterPipelineMode(c->pg))
-			return -1;
-		c->nseg = 0;
-	}
-	return send_stmt(c, sql, nparams, params, prepare);
-}
-
-/* Sync and read the result of every command sent since the last sync.
- * keep >= 0: that command's result is returned in *kept if it succeeded.
- * *failed_at: the first command that failed, or -1 (err says why).
- * Returns 0, or -1 with err when the connection failed. */
-static int pipe_finish(pgconn *c, int keep, PGresult **kept, int *failed_at, char *err, size_t errlen)
-{
-	PGresult *res;
-	int got = 0, broken = 0, n = c->nseg;
-
-	*failed_at = -1;
-	if (kept)
-		*kept = NULL;
-	if (!PQpipelineSync(c->pg)) {
-		pgconn_result_error(c, NULL, err, errlen);
-		return -1;
-	}
-	/* one result, then NULL, per command; then the sync's result */
-	while (got < n) {
-		ExecStatusType st;
-		res = PQgetResult(c->pg);
-		if (res == NULL) {
-			got++;
-			continue;
-		}
-		st = PQresultStatus(res);
-		seg_result(c, got, st, res);
-		if (is_copy(st)) {
-			if (*failed_at < 0) {
-				*failed_at = got;
-				snprintf(err, errlen, PGCONN_COPY_REFUSED);
-			}
-			if (refuse_copy(c, st) != 0)
-				broken = 1;
-		} else if (*failed_at < 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			*failed_at = got;
-			pgconn_result_error(c, res, err, errlen);
-		} else if (got == keep && *failed_at < 0 && kept && !*kept) {
-			*kept = res;
-			res = NULL;
-		}
-		PQclear(res);
-		if (broken || !c->pg || PQstatus(c->pg) != CONNECTION_OK) {
-			broken = 1;
-			break;
-		}
-	}
-	c->nseg = 0;
-	while (!broken && (res = PQgetResult(c->pg)) != NULL) {
-		ExecStatusType st = PQresultStatus(res);
-		PQclear(res);
-		if (st == PGRES_PIPELINE_SYNC)
-			break;
-		if (PQstatus(c->pg) != CONNECTION_OK)
-			broken = 1;
-	}
-	if (broken || !PQexitPipelineMode(c->pg)) {
-		if (kept) {
-			PQclear(*kept);
-			*kept = NULL;
-		}
-		if (!c->pg)
-			snprintf(err, errlen, PGCONN_COPY_REFUSED);
-		else
-			pgconn_result_error(c, NULL, err, errlen);
-		return -1;
-	}
-	return 0;
-}
-
-int pgconn_pipe_drain(pgconn *c, int *failed_at, char *err, size_t errlen)
-{
-	*failed_at = -1;
-	if (!c->pg) {
-		snprintf(err, errlen, "not connected");
-		return -1;
-	}
-	if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
-		return 0;
-	return pipe_finish(c, -1, NULL, failed_at, err, errlen);
-}
-
-PGresult *pgconn_exec_after(pgconn *c, const char *const *pre, int npre, const char *sql,
-                            int nparams, const char *const *params, int *failed_at,
-                            char *err, size_t errlen)
-{
-	PGresult *out;
-	int first_main, at, n;
-
-	*failed_at = -1;
-	if (npre == 0 && !c->prepare)
-		return pgconn_exec(c, sql, nparams, params, err, errlen);
-	if (!c->pg) {
-		snprintf(err, errlen, "not connected");
-		return NULL;
-	}
-	settle(c);
-	if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF || !PQenterPipelineMode(c->pg)) {
-		pgconn_result_error(c, NULL, err, errlen);
-		return NULL;
-	}
-	c->nseg = 0;
-	for (int i = 0; i < npre; i++)
-		if (send_stmt(c, pre[i], 0, NULL, 0) < 0)
-			goto broken;
-	first_main = c->nseg;
-	if ((n = send_stmt(c, sql, nparams, params, 1)) < 0)
-		goto broken;
-	if (pipe_finish(c, first_main + n - 1, &out, &at, err, errlen) != 0) {
-		*failed_at = PGCONN_LOST;
-		return NULL;
-	}
-	if (at >= 0) {
-		*failed_at = at < first_main ? at : npre;
-		return NULL;
-	}
-	return out;
-broken:
-	/* what was queued still has to be read */
-	*failed_at = PGCONN_LOST;
-	pgconn_result_error(c, NULL, err, errlen);
-	{
-		char ignored[256];
-		if (c->nseg > 0)
-			(void)pipe_finish(c, -1, NULL, &at, ignored, sizeof(ignored));
-		else
-			(void)PQexitPipelineMode(c->pg);
-	}
 	return NULL;
 }
 
@@ -605,7 +325,7 @@ int pgconn_exec_rows(pgconn *c, const char *sql, PGresult **out, int max, char *
 	int n = 0, failed = 0;
 
 	if (c->pg)
-		settle(c);
+		pgconn_settle(c);
 	if (!c->pg || !PQsendQuery(c->pg, sql)) {
 		pgconn_result_error(c, NULL, err, errlen);
 		return -1;
