@@ -44,6 +44,7 @@ static const cfg_key cfg_keys[] = {
 	{"consumer_name", CFG_STR, OFF(consumer_name), NULL, 1, 1, "consumer name registered on the queue"},
 	{"db", CFG_STR, OFF(db), NULL, 1, 1, "libpq conninfo or URI of the queue's database"},
 	{"target_db", CFG_STR, OFF(target_db), NULL, 0, 1, "remote consumer: libpq conninfo or URI of the database the script's db writes to"},
+	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},

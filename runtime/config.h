@@ -16,6 +16,7 @@ typedef struct config {
 	char *consumer_name;
 	char *db;                /* libpq conninfo or URI: may hold a password */
 	char *target_db;         /* remote consumer: where the script's db goes; NULL: local */
+	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *script;            /* resolved against dir */
 	char *pidfile;

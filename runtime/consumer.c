@@ -175,9 +175,9 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		pgqlua_close(c);
 		return PGQLUA_ERR_CONFIG;
 	}
-	c->conn = pgconn_new(cfg->db);
+	c->conn = pgconn_new(cfg->db, cfg->timezone);
 	if (cfg->target_db && c->conn)
-		c->tconn = pgconn_new(cfg->target_db);
+		c->tconn = pgconn_new(cfg->target_db, cfg->timezone);
 	if (!c->conn || (cfg->target_db && !c->tconn)) {
 		pgqlua_close(c);
 		snprintf(err, errlen, "out of memory");

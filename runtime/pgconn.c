@@ -19,6 +19,7 @@ typedef struct stmt_entry {
 
 struct pgconn {
 	char *conninfo;
+	char *timezone;              /* the session's TimeZone */
 	PGconn *pg;
 	PGcancel *volatile cancel;   /* read by signal handlers */
 	char safe_name[256];
@@ -118,13 +119,16 @@ int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen)
 	return 0;
 }
 
-pgconn *pgconn_new(const char *conninfo)
+pgconn *pgconn_new(const char *conninfo, const char *timezone)
 {
 	pgconn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	c->conninfo = strdup(conninfo);
-	if (!c->conninfo) {
+	c->timezone = strdup(timezone ? timezone : "UTC");
+	if (!c->conninfo || !c->timezone) {
+		free(c->conninfo);
+		free(c->timezone);
 		free(c);
 		return NULL;
 	}
@@ -143,12 +147,53 @@ void pgconn_free(pgconn *c)
 		memset(c->conninfo, 0, strlen(c->conninfo));
 		free(c->conninfo);
 	}
+	free(c->timezone);
 	free(c);
 }
 
 const char *pgconn_safe_name(const pgconn *c)
 {
 	return c->safe_name;
+}
+
+/* The session settings the runtime's SQL and the scripts rely on, set
+ * after the startup: libpq sends PGDATESTYLE and PGTZ as startup
+ * parameters, which win over -c options, and a conninfo's own options
+ * stay as they are.  0 or -1 with err. */
+static int set_session(pgconn *c, char *err, size_t errlen)
+{
+	char *tz = PQescapeLiteral(c->pg, c->timezone, strlen(c->timezone));
+	char *sql;
+	size_t n;
+	int rc = -1;
+	PGresult *res;
+
+	if (!tz) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	n = strlen(tz) + 256;
+	sql = malloc(n);
+	if (!sql) {
+		PQfreemem(tz);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(sql, n, "set datestyle = 'ISO'; set intervalstyle = 'postgres';"
+	                 " set client_encoding = 'UTF8'; set timezone = %s", tz);
+	PQfreemem(tz);
+	res = PQexec(c->pg, sql);
+	free(sql);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		rc = 0;
+	else {
+		char msg[512];
+		pgconn_result_error(c, res, msg, sizeof(msg));
+		snprintf(err, errlen, "cannot set the session's settings on %s (timezone \"%s\"): %s",
+		         c->safe_name, c->timezone, msg);
+	}
+	PQclear(res);
+	return rc;
 }
 
 int pgconn_connect(pgconn *c, char *err, size_t errlen)
@@ -172,6 +217,10 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
 		fold_line(msg);
 		snprintf(err, errlen, "cannot connect to %s: %s", c->safe_name, msg);
+		pgconn_close(c);
+		return -1;
+	}
+	if (set_session(c, err, errlen) != 0) {
 		pgconn_close(c);
 		return -1;
 	}

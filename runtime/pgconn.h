@@ -11,8 +11,12 @@
 
 typedef struct pgconn pgconn;
 
-/* Keep the conninfo; do not connect.  NULL on out of memory. */
-pgconn *pgconn_new(const char *conninfo);
+/* Keep the conninfo; do not connect.  NULL on out of memory.  Every
+ * connection made from it runs with the session settings the runtime
+ * relies on, whatever the server, database, role or environment
+ * (PGDATESTYLE, PGTZ, PGCLIENTENCODING) says: DateStyle ISO, IntervalStyle
+ * postgres, client_encoding UTF8 and TimeZone timezone (NULL: UTC). */
+pgconn *pgconn_new(const char *conninfo, const char *timezone);
 void pgconn_free(pgconn *c);
 
 /* Connect (closing any old connection).  0 or -1 with a one-line err that

@@ -87,14 +87,15 @@ PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *er
 	/* batch_event_sql's query in our own cursor (what get_batch_cursor
 	 * does, without PL/pgSQL handing over each row); BEGIN and the first
 	 * FETCH ride in the same round trip */
-	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for ";
+	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
+	                           " select b.*, (extract(epoch from b.ev_time) * 1000000)::int8 from (";
 	char tail[64];
 	size_t n = strlen(b->sql);
 	char *sql;
 	PGresult *res = NULL;
 	int got;
 
-	snprintf(tail, sizeof(tail), "; fetch %d from " CURSOR_NAME, fetch_size);
+	snprintf(tail, sizeof(tail), ") b; fetch %d from " CURSOR_NAME, fetch_size);
 	sql = malloc(sizeof(head) + n + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
@@ -131,7 +132,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	params[1] = consumer;
 	params[2] = secs;
 	params[3] = PQgetvalue(res, row, PGQ_EV_ID);
-	params[4] = PQgetvalue(res, row, PGQ_EV_TIME);
+	params[4] = PQgetvalue(res, row, PGQ_EV_TIME_US);
 	params[5] = retry;
 	for (int i = 0; i < 6; i++) {
 		int col = PGQ_EV_TYPE + i;
@@ -139,7 +140,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	}
 	r = pgconn_exec(c,
 	                "select pgq.event_retry_raw($1, $2, now() + $3::float8 * interval '1 second',"
-	                " $4::int8, $5::timestamptz, $6::int4, $7, $8, $9, $10, $11, $12)",
+	                " $4::int8, " PGQ_TIME_FROM_US("5") ", $6::int4, $7, $8, $9, $10, $11, $12)",
 	                12, params, err, errlen);
 	if (!r)
 		return -1;
