@@ -51,6 +51,7 @@ struct pgqlua_consumer {
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
 	pgq_batch next;            /* the next batch, read with the last finish_batch */
+	const pgq_cursor_guard *guard; /* the open batch's cursor; NULL between batches */
 	int next_known;            /* 0: ask pgq; 1: next is ready; 2: none was ready */
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
 	char last_error[1024];
@@ -347,7 +348,11 @@ static void conn_reset(pgconn *conn)
 /* After a failed statement: roll back both databases, drop broken connections. */
 static pgqlua_status db_failure(pgqlua_consumer *c, const char *what, const char *err)
 {
-	const char *hint = strstr(err, "pgqlua.") ? " (run `pgqlua install CONFIG`)" : "";
+	char why[512];
+	const char *hint;
+	if (pgq_cursor_explain(c->conn, c->guard, why, sizeof(why)))
+		err = why;
+	hint = strstr(err, "pgqlua.") ? " (run `pgqlua install CONFIG`)" : "";
 	snprintf(c->last_error, sizeof(c->last_error), "%s: %s%s", what, err, hint);
 	/* before the first poll the caller reports it (pgqlua run exits) */
 	if (c->polled)
@@ -638,10 +643,12 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
 	int finished, stopping;
 	pgq_result nr;
+	pgq_cursor_guard guard = {.fetch_size = c->cfg->fetch_size};
 
 	res = pgq_open_batch(c->conn, b, c->cfg->fetch_size, err, sizeof(err));
 	if (!res)
 		return db_failure(c, "opening the batch cursor", err);
+	c->guard = &guard;
 	c->batch_id = b->batch_id;
 	c->replaying = 0;
 	if (c->tconn) {
@@ -664,7 +671,12 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		goto out;
 	}
 	for (;;) {
-		int n = PQntuples(res), more = n >= c->cfg->fetch_size;
+		int n, more;
+		if (pgq_cursor_check(&guard, res, &n, &more, err, sizeof(err)) != 0) {
+			log_error("%s", err);
+			st = consumer_abort_batch(c, "its cursor was moved or closed");
+			goto out;
+		}
 		/* a full chunk: the server reads the next one while the script
 		 * works on this one (at most two chunks are held) */
 		if (more && pgq_fetch_async(c->conn, c->cfg->fetch_size) != 0) {
@@ -709,7 +721,7 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 		if (!more)
 			break;
 		PQclear(res);
-		res = pgconn_take_async(c->conn, err, sizeof(err));
+		res = pgq_fetch_take(c->conn, &guard, err, sizeof(err));
 		if (!res) {
 			ldb_batch_end(&c->db);
 			st = db_failure(c, "fetching events", err);
@@ -748,6 +760,7 @@ static pgqlua_status consumer_process_batch(pgqlua_consumer *c, const pgq_batch 
 	c->stats.lag = b->lag;
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
 out:
+	c->guard = NULL;
 	PQclear(res);
 	pgconn_drop_async(c->conn);
 	log_set_batch(0);

@@ -353,6 +353,11 @@ PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen)
 	return res;
 }
 
+const char *pgconn_async_error(const pgconn *c)
+{
+	return !c->async && c->async_err[0] ? c->async_err : NULL;
+}
+
 void pgconn_drop_async(pgconn *c)
 {
 	settle(c);

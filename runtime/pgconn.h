@@ -77,6 +77,9 @@ void pgconn_set_prepare(pgconn *c, int on);
 int pgconn_send_async(pgconn *c, const char *sql);
 PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen);
 void pgconn_drop_async(pgconn *c);
+/* The error of the statement in flight when it has been read and failed
+ * (later statements of its transaction then fail too); NULL otherwise. */
+const char *pgconn_async_error(const pgconn *c);
 
 /* Run a simple multi-statement command and keep the results that carry
  * rows (SELECT, FETCH), in order, up to max of them.  Returns how many
