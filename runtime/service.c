@@ -45,19 +45,12 @@ void service_pidfile(const config *cfg, char *buf, size_t len)
 
 static void state_write(service *s)
 {
-	char tmp[PATH_MAX + 16];
-	FILE *f;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", s->statefile);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "pid=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\nlast_reload_at=%lld\nlast_reload=%s\n",
-	        (int)getpid(), (long long)s->started_at, s->script, (long long)s->script_loaded_at,
-	        (long long)s->reload_at, s->reload_result);
-	if (fclose(f) == 0)
-		rename(tmp, s->statefile);
-	else
-		unlink(tmp);
+	char text[PATH_MAX + 1024];
+	snprintf(text, sizeof(text),
+	         "pid=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\nlast_reload_at=%lld\nlast_reload=%s\n",
+	         (int)getpid(), (long long)s->started_at, s->script, (long long)s->script_loaded_at,
+	         (long long)s->reload_at, s->reload_result);
+	(void)daemon_state_write(s->statefile, text);
 }
 
 static void ready_report(service *s, const char *msg)
