@@ -37,6 +37,8 @@ typedef struct config {
 	double stats_period;
 	double event_timeout;    /* seconds of Lua per event; 0: none */
 	long long lua_memory_limit; /* bytes; 0: none */
+	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
+	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
 } config;
 
 typedef enum config_status {
