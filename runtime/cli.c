@@ -105,6 +105,11 @@ static int usage_error(const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
+int cli_config_exit(int st)
+{
+	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : st == CONFIG_ERR_NOMEM ? EXIT_INTERNAL : EXIT_CONFIG;
+}
+
 /* Load the config for commands that do not run the script. */
 static int load_config(const char *path, config **cfg)
 {
@@ -113,7 +118,7 @@ static int load_config(const char *path, config **cfg)
 	if (st == CONFIG_OK)
 		return 0;
 	fprintf(stderr, "pgqlua: %s\n", err);
-	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : EXIT_CONFIG;
+	return cli_config_exit(st);
 }
 
 static int connect_config(const config *cfg, pgconn **out)
@@ -260,6 +265,8 @@ static int cmd_install(cli_args *a)
 		pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
 		if (!t || pgconn_connect(t, err, sizeof(err)) != 0) {
 			fprintf(stderr, "pgqlua: target: %s\n", t ? err : "out of memory");
+			if (!t)
+				rc = EXIT_INTERNAL;
 			pgconn_free(t);
 			goto out;
 		}

@@ -23,4 +23,8 @@ enum cli_exit {
 
 int cli_main(int argc, char **argv);
 
+/* The exit code for a config that did not load: 66 unreadable, 70 out of
+ * memory, 78 invalid (config_status from config.h, as an int). */
+int cli_config_exit(int config_status);
+
 #endif

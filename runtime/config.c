@@ -13,6 +13,9 @@
 #include <string.h>
 #include <yaml.h>
 
+/* a config is a few hundred bytes; more is not a config */
+#define CONFIG_MAX_BYTES (1024 * 1024)
+
 /* about 100 years: more overflows PostgreSQL intervals and poll() */
 #define CFG_SECONDS_MAX 3.2e9
 
@@ -430,6 +433,10 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 	while (!done) {
 		size_t line, col;
 		if (!yaml_parser_parse(p, &ev)) {
+			if (p->error == YAML_MEMORY_ERROR) {
+				snprintf(err, errlen, "out of memory");
+				return CONFIG_ERR_NOMEM;
+			}
 			snprintf(err, errlen, "%s:%zu:%zu: YAML syntax error: %s", name,
 			         p->problem_mark.line + 1, p->problem_mark.column + 1,
 			         p->problem ? p->problem : "unknown");
@@ -495,6 +502,13 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 				} else {
 					char *x = config_expand_env(v, verr, sizeof(verr));
 					if (!x || set_value(cfg, key, x, verr, sizeof(verr)) != 0) {
+						int oom = strcmp(verr, "out of memory") == 0;
+						if (x && !oom && strstr(v, "${"))
+							/* the expanded value may be a secret in the
+							 * wrong key: name the key and what was written */
+							snprintf(verr, sizeof(verr), "%s must be %s; \"%.*s\" expands to something else (value not shown)",
+							         key->name, type_name(key->type), 160, v);
+						st = oom ? CONFIG_ERR_NOMEM : CONFIG_ERR_INVALID;
 						free(x);
 						snprintf(err, errlen, "%s:%zu:%zu: %s", name, line, col, verr);
 						goto fail;
@@ -593,6 +607,13 @@ config_status config_load(const char *path, config **out, char *err, size_t errl
 		}
 		n = fread(buf + len, 1, cap - len - 1, f);
 		len += n;
+		if (len > CONFIG_MAX_BYTES) {
+			/* /dev/zero or a log given by mistake: stop reading */
+			snprintf(err, errlen, "%s: config file is larger than %d kB: refused", path, CONFIG_MAX_BYTES / 1024);
+			free(buf);
+			fclose(f);
+			return CONFIG_ERR_INVALID;
+		}
 	} while (n > 0);
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: cannot read config: %s", path, strerror(errno));

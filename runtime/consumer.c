@@ -146,7 +146,7 @@ static void apply_settings(pgqlua_consumer *c, const config *cfg)
 pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err, size_t errlen)
 {
 	pgqlua_consumer *c = calloc(1, sizeof(*c));
-	int fds[2];
+	int fds[2], oom;
 
 	*out = NULL;
 	if (c)
@@ -185,10 +185,10 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		return PGQLUA_ERR_INTERNAL;
 	}
 	apply_settings(c, cfg);
-	c->script = lb_script_load(cfg, &c->db, err, errlen);
+	c->script = lb_script_load(cfg, &c->db, &oom, err, errlen);
 	if (!c->script) {
 		pgqlua_close(c);
-		return PGQLUA_ERR_SCRIPT;
+		return oom ? PGQLUA_ERR_INTERNAL : PGQLUA_ERR_SCRIPT;
 	}
 	c->next_stats = now_mono() + cfg->stats_period;
 	*out = c;
@@ -866,7 +866,7 @@ static void consumer_reload(pgqlua_consumer *c)
 		config_free(ncfg);
 		return;
 	}
-	ns = lb_script_load(ncfg, &c->db, err, sizeof(err));
+	ns = lb_script_load(ncfg, &c->db, NULL, err, sizeof(err));
 	if (!ns) {
 		log_error("reload failed, keeping the old configuration and script: %s", err);
 		config_free(ncfg);

@@ -360,11 +360,15 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	return 0;
 }
 
-lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen)
+lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, char *err,
+                          size_t errlen)
 {
 	lb_script *s = calloc(1, sizeof(*s));
-	int base;
+	int base, status, oom;
 
+	if (!out_of_memory)
+		out_of_memory = &oom;
+	*out_of_memory = 1;
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -382,10 +386,15 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t er
 	/* most garbage is an event's table and strings, dead by the next
 	 * event: the generational collector frees it cheaply */
 	lua_gc(s->L, LUA_GCGEN, 0, 0);
-	if (docall(s, load_tramp, s, 0, LOAD_TIMEOUT, &base, err, errlen) != LUA_OK) {
+	status = docall(s, load_tramp, s, 0, LOAD_TIMEOUT, &base, err, errlen);
+	if (status != LUA_OK) {
+		*out_of_memory = status == LUA_ERRMEM;
+		if (status == LUA_ERRMEM)
+			snprintf(err, errlen, "out of memory loading the script %s", cfg->script);
 		lb_script_free(s);
 		return NULL;
 	}
+	*out_of_memory = 0;
 	lua_settop(s->L, 0);
 	s->mem_limit = (size_t)cfg->lua_memory_limit;
 	return s;

@@ -187,10 +187,14 @@ static int set_session(pgconn *c, char *err, size_t errlen)
 	if (PQresultStatus(res) == PGRES_COMMAND_OK)
 		rc = 0;
 	else {
-		char msg[512];
+		char msg[512], *value;
 		pgconn_result_error(c, res, msg, sizeof(msg));
-		snprintf(err, errlen, "cannot set the session's settings on %s (timezone \"%s\"): %s",
-		         c->safe_name, c->timezone, msg);
+		/* the server quotes the value, which may come from a ${VAR}:
+		 * name the setting only */
+		if ((value = strstr(msg, "\"TimeZone\": ")) != NULL)
+			value[strlen("\"TimeZone\"")] = '\0';
+		snprintf(err, errlen, "cannot set the session's settings on %s (config key timezone): %s",
+		         c->safe_name, msg);
 	}
 	PQclear(res);
 	return rc;

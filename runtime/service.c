@@ -147,15 +147,12 @@ int service_run(const char *config_path, int once, int detach)
 	/* a daemon's relative paths must survive chdir and reloads */
 	if (detach && realpath(config_path, abspath))
 		config_path = abspath;
-	switch (config_load(config_path, &cfg, err, sizeof(err))) {
-	case CONFIG_OK:
-		break;
-	case CONFIG_ERR_NOFILE:
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return EXIT_NOINPUT;
-	default:
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return EXIT_CONFIG;
+	{
+		config_status cst = config_load(config_path, &cfg, err, sizeof(err));
+		if (cst != CONFIG_OK) {
+			fprintf(stderr, "pgqlua: %s\n", err);
+			return cli_config_exit(cst);
+		}
 	}
 	service_pidfile(cfg, s.pidfile, sizeof(s.pidfile));
 	snprintf(s.statefile, sizeof(s.statefile), "%s.state", s.pidfile);
@@ -237,7 +234,7 @@ static int load_for_control(const char *config_path, config **cfg)
 	if (st == CONFIG_OK)
 		return 0;
 	fprintf(stderr, "pgqlua: %s\n", err);
-	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : EXIT_CONFIG;
+	return cli_config_exit(st);
 }
 
 /* Poll until the pid file is no longer locked, up to secs. */

@@ -382,8 +382,10 @@ static void test_errors(void)
 		{"empty ${}", MIN_CFG "logfile: x${}\n", "t.yaml:5:10: bad variable name in ${...}", 0},
 		{"${VAR:x} unsupported", MIN_CFG "logfile: ${PGQLUA_T_HOST:x}\n",
 		 "t.yaml:5:10: bad ${PGQLUA_T_HOST:...}: only ${VAR:-default} is supported", 0},
-		{"expanded value checked: ${VAR} -> abc", MIN_CFG "fetch_size: ${PGQLUA_T_HOST}\n",
-		 "t.yaml:5:13: fetch_size must be a non-negative integer, not \"dbhost\"", 0},
+		{"expanded value checked, never shown: ${VAR} -> dbhost", MIN_CFG "fetch_size: ${PGQLUA_T_HOST}\n",
+		 "t.yaml:5:13: fetch_size must be an integer; \"${PGQLUA_T_HOST}\" expands to something else (value not shown)", 0},
+		{"expanded value in a longer text, never shown", MIN_CFG "log_level: \"x-${PGQLUA_T_HOST}\"\n",
+		 "t.yaml:5:12: log_level must be a log level; \"x-${PGQLUA_T_HOST}\" expands to something else (value not shown)", 0},
 		{"null required key: db:", "queue_name: q\nconsumer_name: c\ndb:\nscript: s.lua\n",
 		 "t.yaml:1:1: missing required key \"db\"", 0},
 		{"null required key: db: ~", "queue_name: q\nconsumer_name: c\ndb: ~\nscript: s.lua\n",
@@ -665,6 +667,11 @@ static void test_load(void)
 	}
 	unlink(path);
 	rmdir(dir);
+
+	/* an endless file is not read until memory runs out */
+	st = config_load("/dev/zero", &cfg, err, sizeof(err));
+	result(st == CONFIG_ERR_INVALID && cfg == NULL, "load /dev/zero: CONFIG_ERR_INVALID, *out NULL");
+	check_str("load /dev/zero: message", err, "/dev/zero: config file is larger than 1024 kB: refused");
 }
 
 /* ------------------------------------------------------------------ */
