@@ -270,13 +270,19 @@ static event_step run_hook(pgqlua_consumer *c, int end, const pgq_batch *b, char
 
 /* Every event of the batch, chunk by chunk: while the script works on one
  * full chunk, the server reads the next (at most two are held). */
-static event_step run_events(pgqlua_consumer *c, PGresult **res, long long *n_events, char *why, size_t whylen)
+static event_step run_events(pgqlua_consumer *c, pgq_cursor_guard *guard, PGresult **res, long long *n_events,
+                             char *why, size_t whylen)
 {
 	char err[PGCONN_ERR_LEN];
 	event_step step;
 
 	for (;;) {
-		int n = PQntuples(*res), more = n >= c->cfg->fetch_size;
+		int n, more;
+		if (pgq_cursor_check(guard, *res, &n, &more, err, sizeof(err)) != 0) {
+			log_error("%s", err);
+			snprintf(why, whylen, "its cursor was moved or closed");
+			return STEP_ABORT;
+		}
 		if (more && pgq_fetch_async(c->conn, c->cfg->fetch_size) != 0) {
 			pgconn_result_error(c->conn, NULL, err, sizeof(err));
 			return fail_db(c, "fetching events", err);
@@ -294,7 +300,7 @@ static event_step run_events(pgqlua_consumer *c, PGresult **res, long long *n_ev
 		if ((step = settle_send_failures(c, *res, 1)) != STEP_NEXT || !more)
 			return step;
 		PQclear(*res);
-		if (!(*res = pgconn_take_async(c->conn, err, sizeof(err))))
+		if (!(*res = pgq_fetch_take(c->conn, guard, err, sizeof(err))))
 			return fail_db(c, "fetching events", err);
 	}
 }
@@ -341,6 +347,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 {
 	char err[PGCONN_ERR_LEN], why[256] = "immediate stop";
 	long long n_events = 0;
+	pgq_cursor_guard guard = {.fetch_size = c->cfg->fetch_size};
 	event_step step = STEP_NEXT;
 	pgqlua_status st;
 	target_batch mode;
@@ -351,6 +358,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 		step = fail_db(c, "opening the batch cursor", err);
 		goto out;
 	}
+	c->guard = &guard;
 	mode = target_begin(c->target, b->batch_id, err, sizeof(err));
 	if (mode == TARGET_ERROR) {
 		step = fail_db(c, "opening the target transaction", err);
@@ -359,7 +367,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	ldb_batch_begin(c->db, target_conn(c->target, c->conn));
 	if (mode == TARGET_RUN && (step = run_hook(c, 0, b, why, sizeof(why))) != STEP_NEXT)
 		goto out;
-	if ((step = run_events(c, &res, &n_events, why, sizeof(why))) != STEP_NEXT)
+	if ((step = run_events(c, &guard, &res, &n_events, why, sizeof(why))) != STEP_NEXT)
 		goto out;
 	if (mode == TARGET_RUN && (step = run_hook(c, 1, b, why, sizeof(why))) != STEP_NEXT)
 		goto out;
@@ -378,6 +386,7 @@ out:
 		ldb_batch_end(c->db);
 		st = step == STEP_NEXT ? PGQLUA_OK : PGQLUA_ERR_DB;
 	}
+	c->guard = NULL;
 	log_set_batch(0);
 	return st;
 }

@@ -115,7 +115,7 @@ static int connect_config(const config *cfg, pgconn **out)
 		fprintf(stderr, "pgqlua: %s: %s\n", cfg->path, err);
 		return EXIT_CONFIG;
 	}
-	c = pgconn_new(cfg->db);
+	c = pgconn_new(cfg->db, cfg->timezone);
 	if (!c) {
 		fprintf(stderr, "pgqlua: out of memory\n");
 		return EXIT_INTERNAL;
@@ -247,9 +247,11 @@ static int cmd_install(cli_args *a)
 	else
 		printf("tick wake-up: not installed (%s); consumers poll every loop_delay\n", err);
 	if (cfg->target_db) {
-		pgconn *t = pgconn_new(cfg->target_db);
+		pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
 		if (!t || pgconn_connect(t, err, sizeof(err)) != 0) {
 			fprintf(stderr, "pgqlua: target: %s\n", t ? err : "out of memory");
+			if (!t)
+				rc = EXIT_INTERNAL;
 			pgconn_free(t);
 			goto out;
 		}

@@ -10,4 +10,5 @@
 
 int cli_main(int argc, char **argv);
 
+
 #endif

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <yaml.h>
 
+/* a config is a few hundred bytes; more is not a config */
+#define CONFIG_MAX_BYTES (1024 * 1024)
+
 /* about 100 years: more overflows PostgreSQL intervals and poll() */
 #define CFG_SECONDS_MAX 3.2e9
 
@@ -24,7 +27,9 @@ typedef enum cfg_type {
 	CFG_BYTES,     /* a non-negative integer, with optional kB/MB/GB */
 	CFG_LEVEL,
 	CFG_BOOL,
-	CFG_REMOTE_MODE
+	CFG_REMOTE_MODE,
+	CFG_LUA_PATH,  /* require templates, ';'-separated, relative ones resolved */
+	CFG_NAMES      /* a list of environment variable names (or one string of them) */
 } cfg_type;
 
 typedef struct cfg_key {
@@ -44,6 +49,7 @@ static const cfg_key cfg_keys[] = {
 	{"consumer_name", CFG_STR, OFF(consumer_name), NULL, 1, 1, "consumer name registered on the queue"},
 	{"db", CFG_STR, OFF(db), NULL, 1, 1, "libpq conninfo or URI of the queue's database"},
 	{"target_db", CFG_STR, OFF(target_db), NULL, 0, 1, "remote consumer: libpq conninfo or URI of the database the script's db writes to"},
+	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
@@ -60,6 +66,8 @@ static const cfg_key cfg_keys[] = {
 	{"lua_memory_limit", CFG_BYTES, OFF(lua_memory_limit), "0", 0, 0, "bytes the Lua state may allocate, the script's load and init included (0: no limit)"},
 	{"kill_grace", CFG_SECONDS, OFF(kill_grace), "2", 0, 0, "seconds the supervising parent allows past event_timeout (or the load limit), and after `pgqlua kill` or a second stop, before it kills the worker"},
 	{"max_crashes", CFG_INT, OFF(max_crashes), "3", 0, 0, "times one event may kill the worker (deadline, crash, out of memory) before it goes to the failed-event table"},
+	{"lua_path", CFG_LUA_PATH, OFF(lua_path), NULL, 0, 0, "more places for require, like package.path (\"lib/?.lua;lib/?/init.lua\"), relative to this file"},
+	{"env_allow", CFG_NAMES, OFF(env_allow), NULL, 0, 0, "environment variables the script may read with os.getenv (a list; others read as nil)"},
 	{"pidfile", CFG_PATH, OFF(pidfile), NULL, 0, 1, "pid file, relative to this file"},
 	{"logfile", CFG_PATH, OFF(logfile), NULL, 0, 0, "log file, relative to this file (unset: stderr)"},
 	{"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 0, "error, warn, info, debug or trace"},
@@ -85,6 +93,8 @@ static const char *type_name(cfg_type t)
 	case CFG_LEVEL: return "a log level";
 	case CFG_BOOL: return "true or false";
 	case CFG_REMOTE_MODE: return "batch or event";
+	case CFG_LUA_PATH: return "require templates";
+	case CFG_NAMES: return "a list of names";
 	}
 	return "?";
 }
@@ -173,6 +183,98 @@ static char *join_dir(const char *dir, const char *p)
 	return out;
 }
 
+/* lua_path: ';'-separated templates, each holding '?'; relative ones
+ * resolved against the config's folder. */
+static int set_lua_path(config *cfg, const cfg_key *k, const char *v, char *err, size_t errlen)
+{
+	size_t parts = 1, cap, used = 0;
+	char *out;
+	const char *p = v;
+
+	for (const char *q = v; *q; q++)
+		parts += *q == ';';
+	cap = strlen(v) + parts * (strlen(cfg->dir ? cfg->dir : "") + 2) + 1;
+	out = malloc(cap);
+
+	if (!out) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	out[0] = '\0';
+	for (;;) {
+		const char *e = strchr(p, ';');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		char *full, *tmpl = strndup(p, n);
+		if (!tmpl || n == 0 || !memchr(p, '?', n)) {
+			free(tmpl);
+			free(out);
+			if (!tmpl)
+				snprintf(err, errlen, "out of memory");
+			else
+				snprintf(err, errlen, "%s must be templates like lib/?.lua separated by ';', each with a '?'", k->name);
+			return -1;
+		}
+		full = join_dir(cfg->dir, tmpl);
+		free(tmpl);
+		if (!full || used + strlen(full) + 2 > cap) {
+			free(full);
+			free(out);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? ";" : "", full);
+		free(full);
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	free(cfg->lua_path);
+	cfg->lua_path = out;
+	return 0;
+}
+
+/* env_allow: add names (one list item, or a string of names separated by
+ * commas or spaces) to the comma-separated list. */
+static int add_names(config *cfg, const cfg_key *k, const char *v, char *err, size_t errlen)
+{
+	char **field = (char **)((char *)cfg + k->offset);
+	size_t old = *field ? strlen(*field) : 0;
+	char *out = malloc(old + strlen(v) + 2), *o;
+	const char *p = v;
+
+	if (!out) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	memcpy(out, *field ? *field : "", old);
+	o = out + old;
+	while (*p) {
+		const char *s = p;
+		if (*p == ',' || *p == ' ' || *p == '\t') {
+			p++;
+			continue;
+		}
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == '_'))
+			goto bad;
+		while ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')
+			p++;
+		if (*p && *p != ',' && *p != ' ' && *p != '\t')
+			goto bad;
+		if (o > out)
+			*o++ = ',';
+		memcpy(o, s, (size_t)(p - s));
+		o += p - s;
+	}
+	*o = '\0';
+	free(*field);
+	*field = out;
+	return 0;
+bad:
+	free(out);
+	snprintf(err, errlen, "%s must list environment variable names (letters, digits and _)", k->name);
+	return -1;
+}
+
 /* Store one scalar into cfg; returns 0 or -1 with err (no position). */
 static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, size_t errlen)
 {
@@ -244,6 +346,10 @@ static int set_value(config *cfg, const cfg_key *k, const char *v, char *err, si
 		snprintf(err, errlen, "%s must be a size like 64MB, not \"%s\"", k->name, v);
 		return -1;
 	}
+	case CFG_LUA_PATH:
+		return set_lua_path(cfg, k, v, err, errlen);
+	case CFG_NAMES:
+		return add_names(cfg, k, v, err, errlen);
 	case CFG_REMOTE_MODE:
 		if (strcmp(v, "batch") == 0 || strcmp(v, "event") == 0) {
 			*(int *)field = strcmp(v, "event") == 0;
@@ -323,12 +429,16 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 	int depth = 0, seen[N_KEYS];
 	const cfg_key *key = NULL;
 	config_status st = CONFIG_ERR_INVALID;
-	int done = 0, have_root = 0;
+	int done = 0, have_root = 0, in_list = 0;
 
 	memset(seen, 0, sizeof(seen));
 	while (!done) {
 		size_t line, col;
 		if (!yaml_parser_parse(p, &ev)) {
+			if (p->error == YAML_MEMORY_ERROR) {
+				snprintf(err, errlen, "out of memory");
+				return CONFIG_ERR_NOMEM;
+			}
 			snprintf(err, errlen, "%s:%zu:%zu: YAML syntax error: %s", name,
 			         p->problem_mark.line + 1, p->problem_mark.column + 1,
 			         p->problem ? p->problem : "unknown");
@@ -341,7 +451,7 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 			done = 1;
 			break;
 		case YAML_MAPPING_START_EVENT:
-			if (depth > 0 || have_root) {
+			if (depth > 0 || have_root || in_list) {
 				snprintf(err, errlen, "%s:%zu:%zu: %s must be %s, not a mapping", name, line, col,
 				         key ? key->name : "value", key ? type_name(key->type) : "a scalar");
 				goto fail;
@@ -353,9 +463,17 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 			depth--;
 			break;
 		case YAML_SEQUENCE_START_EVENT:
+			if (key && key->type == CFG_NAMES && !in_list) {
+				in_list = 1;   /* its items are added one by one */
+				break;
+			}
 			snprintf(err, errlen, "%s:%zu:%zu: %s must be %s, not a list", name, line, col,
 			         key ? key->name : "the config", key ? type_name(key->type) : "a mapping of keys");
 			goto fail;
+		case YAML_SEQUENCE_END_EVENT:
+			in_list = 0;
+			key = NULL;
+			break;
 		case YAML_ALIAS_EVENT:
 			snprintf(err, errlen, "%s:%zu:%zu: YAML aliases are not supported", name, line, col);
 			goto fail;
@@ -381,10 +499,18 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 				int plain_null = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
 				                 (v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0);
 				if (plain_null) {
-					seen[key - cfg_keys] = 2;   /* present but null: as if absent */
+					if (!in_list)
+						seen[key - cfg_keys] = 2;   /* present but null: as if absent */
 				} else {
 					char *x = config_expand_env(v, verr, sizeof(verr));
 					if (!x || set_value(cfg, key, x, verr, sizeof(verr)) != 0) {
+						int oom = strcmp(verr, "out of memory") == 0;
+						if (x && !oom && strstr(v, "${"))
+							/* the expanded value may be a secret in the
+							 * wrong key: name the key and what was written */
+							snprintf(verr, sizeof(verr), "%s must be %s; \"%.*s\" expands to something else (value not shown)",
+							         key->name, type_name(key->type), 160, v);
+						st = oom ? CONFIG_ERR_NOMEM : CONFIG_ERR_INVALID;
 						free(x);
 						snprintf(err, errlen, "%s:%zu:%zu: %s", name, line, col, verr);
 						goto fail;
@@ -399,7 +525,8 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 						goto fail;
 					}
 				}
-				key = NULL;
+				if (!in_list)
+					key = NULL;
 			}
 			break;
 		}
@@ -482,6 +609,13 @@ config_status config_load(const char *path, config **out, char *err, size_t errl
 		}
 		n = fread(buf + len, 1, cap - len - 1, f);
 		len += n;
+		if (len > CONFIG_MAX_BYTES) {
+			/* /dev/zero or a log given by mistake: stop reading */
+			snprintf(err, errlen, "%s: config file is larger than %d kB: refused", path, CONFIG_MAX_BYTES / 1024);
+			free(buf);
+			fclose(f);
+			return CONFIG_ERR_INVALID;
+		}
 	} while (n > 0);
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: cannot read config: %s", path, strerror(errno));
@@ -506,7 +640,8 @@ void config_free(config *cfg)
 	if (!cfg)
 		return;
 	for (int i = 0; i < N_KEYS; i++)
-		if (cfg_keys[i].type == CFG_STR || cfg_keys[i].type == CFG_PATH)
+		if (cfg_keys[i].type == CFG_STR || cfg_keys[i].type == CFG_PATH ||
+		    cfg_keys[i].type == CFG_LUA_PATH || cfg_keys[i].type == CFG_NAMES)
 			free(*(char **)((char *)cfg + cfg_keys[i].offset));
 	free(cfg->path);
 	free(cfg->dir);

@@ -16,6 +16,7 @@ typedef struct config {
 	char *consumer_name;
 	char *db;                /* libpq conninfo or URI: may hold a password */
 	char *target_db;         /* remote consumer: where the script's db goes; NULL: local */
+	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *script;            /* resolved against dir */
 	char *pidfile;
@@ -38,6 +39,8 @@ typedef struct config {
 	long long lua_memory_limit; /* bytes; 0: none */
 	double kill_grace;       /* seconds past a deadline or a kill request before SIGKILL */
 	int max_crashes;         /* deaths of the worker in one event before it fails */
+	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
+	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
 } config;
 
 typedef enum config_status {

@@ -77,6 +77,10 @@ void consumer_apply_settings(pgqlua_consumer *c, const config *cfg)
 
 pgqlua_status consumer_db_failure(pgqlua_consumer *c, const char *what, const char *err)
 {
+	char why[512];
+	/* a failure caused by a script that closed the batch's cursor says so */
+	if (pgq_cursor_explain(c->conn, c->guard, why, sizeof(why)))
+		err = why;
 	snprintf(c->last_error, sizeof(c->last_error), "%s: %s%s", what, err,
 	         strstr(err, "pgqlua.") ? FAILED_INSTALL_HINT : "");
 	/* before the first poll the caller reports it (pgqlua run exits) */
@@ -119,6 +123,7 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 {
 	pgqlua_consumer *c = calloc(1, sizeof(*c));
 	pgqlua_status st = PGQLUA_ERR_INTERNAL;
+	int oom;
 
 	*out = NULL;
 	if (!c) {
@@ -131,17 +136,17 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 	if ((st = check_conninfo(cfg, err, errlen)) != PGQLUA_OK)
 		goto fail;
 	st = PGQLUA_ERR_INTERNAL;
-	if (open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db)) || !(c->target = target_new(cfg)) ||
+	if (open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db, cfg->timezone)) || !(c->target = target_new(cfg)) ||
 	    !(c->db = ldb_new())) {
 		snprintf(err, errlen, "out of memory or file descriptors");
 		goto fail;
 	}
 	consumer_apply_settings(c, cfg);
 	watch_begin(WATCH_LOAD, 0, lb_load_timeout(cfg));
-	c->script = lb_script_load(cfg, c->db, err, errlen);
+	c->script = lb_script_load(cfg, c->db, &oom, err, errlen);
 	watch_end();
 	if (!c->script) {
-		st = PGQLUA_ERR_SCRIPT;
+		st = oom ? PGQLUA_ERR_INTERNAL : PGQLUA_ERR_SCRIPT;
 		goto fail;
 	}
 	c->next_stats = clock_mono() + cfg->stats_period;

@@ -43,6 +43,7 @@ struct pgqlua_consumer {
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
 	pgq_batch next;            /* NEXT_READY: the next batch */
+	const pgq_cursor_guard *guard; /* the open batch's cursor; NULL between batches */
 	next_state next_known;
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
 	int claimed;               /* conn holds the consumer's claim (pgq_claim) */

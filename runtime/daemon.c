@@ -97,13 +97,64 @@ static pid_t read_pid(int fd)
 	return (pid_t)atol(buf);
 }
 
+/* Is the open file f one a pgqlua may take over: a regular file of the
+ * running user with one link, empty or one line holding a pid?  0, or -1
+ * with err.  Nothing is changed. */
+static int pidfile_check(int f, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	char buf[32];
+	ssize_t n;
+	size_t digits = 0;
+
+	if (fstat(f, &st) != 0) {
+		snprintf(err, errlen, "%s: cannot read pid file: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		snprintf(err, errlen, "%s: not a pgqlua pid file (%s): refused, left as it is", path,
+		         S_ISREG(st.st_mode) ? "it has other hard links" : "not a regular file");
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "%s: pid file belongs to uid %u, not to the running user (uid %u): refused, left as it is",
+		         path, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -1;
+	}
+	n = st.st_size < (off_t)sizeof(buf) ? pread(f, buf, sizeof(buf), 0) : -1;
+	while (n > 0 && digits < (size_t)n && buf[digits] >= '0' && buf[digits] <= '9')
+		digits++;
+	if (n < 0 || (n > 0 && (digits == 0 || !((size_t)n == digits || ((size_t)n == digits + 1 && buf[digits] == '\n'))))) {
+		snprintf(err, errlen, "%s: not a pgqlua pid file (it should hold one line with a pid): refused, left as it is",
+		         path);
+		return -1;
+	}
+	return 0;
+}
+
 daemon_lock daemon_pidfile_lock(const char *path, int *fd, pid_t *other, char *err, size_t errlen)
 {
-	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	/* never through a symbolic link, never a FIFO's open that blocks */
+	const int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	int f = open(path, flags | O_CREAT | O_EXCL, 0644), created = f >= 0;
+
 	*fd = -1;
 	*other = 0;
+	if (f < 0 && errno == EEXIST)
+		f = open(path, flags);
 	if (f < 0) {
-		snprintf(err, errlen, "%s: cannot open pid file: %s", path, strerror(errno));
+		if (errno == ELOOP)
+			snprintf(err, errlen, "%s: pid file is a symbolic link: refused, left as it is", path);
+		else
+			snprintf(err, errlen, "%s: cannot open pid file: %s", path, strerror(errno));
+		return DAEMON_LOCK_ERROR;
+	}
+	if (created ? fchmod(f, 0644) != 0 : pidfile_check(f, path, err, errlen) != 0) {
+		if (created) {
+			snprintf(err, errlen, "%s: cannot set the pid file's mode: %s", path, strerror(errno));
+			unlink(path);
+		}
+		close(f);
 		return DAEMON_LOCK_ERROR;
 	}
 	if (flock(f, LOCK_EX | LOCK_NB) != 0) {
@@ -132,17 +183,25 @@ int daemon_pidfile_write(int fd, char *err, size_t errlen)
 	return 0;
 }
 
+/* Does path still name the file open as fd (not a replacement)? */
+static int same_file(const char *path, int fd)
+{
+	struct stat a, b;
+	return lstat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 void daemon_pidfile_remove(const char *path, int fd)
 {
 	if (fd < 0)
 		return;
-	unlink(path);   /* while still locked: no one else can own it yet */
+	if (same_file(path, fd))
+		unlink(path);   /* while still locked: no one else can own it yet */
 	close(fd);
 }
 
 int daemon_pidfile_running(const char *path, pid_t *pid)
 {
-	int f = open(path, O_RDONLY | O_CLOEXEC);
+	int f = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	int running = 0;
 	*pid = 0;
 	if (f < 0)
@@ -153,6 +212,33 @@ int daemon_pidfile_running(const char *path, pid_t *pid)
 	}
 	close(f);
 	return running;
+}
+
+int daemon_state_write(const char *path, const char *text)
+{
+	char tmp[4200];
+	size_t len = strlen(text);
+	int f, rc = -1;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -1;
+	f = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0644);
+	if (f < 0 && errno == EEXIST) {
+		/* left by a crash (or planted): unlink removes a link, not its target */
+		unlink(tmp);
+		f = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0644);
+	}
+	if (f < 0)
+		return -1;
+	if (fchmod(f, 0644) == 0 && write(f, text, len) == (ssize_t)len && close(f) == 0) {
+		f = -1;
+		rc = rename(tmp, path);
+	}
+	if (f >= 0)
+		close(f);
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
 }
 
 int daemon_detach(char *err, size_t errlen)

@@ -7,7 +7,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define OWNER_CHECK \
+	"do $chk$ declare" \
+	" me oid := (select oid from pg_roles where rolname = current_user);" \
+	" what text;" \
+	" begin" \
+	"  select format('schema pgqlua belongs to role %s', nspowner::regrole) into what" \
+	"   from pg_namespace where nspname = 'pgqlua' and nspowner <> me;" \
+	"  if what is null then" \
+	"   select format('function %s belongs to role %s', p.oid::regprocedure, p.proowner::regrole) into what" \
+	"    from pg_proc p join pg_namespace n on n.oid = p.pronamespace" \
+	"    where n.nspname = 'pgqlua' and p.proowner <> me order by p.oid limit 1;" \
+	"  end if;" \
+	"  if what is null then" \
+	"   select format('%s %s belongs to role %s', case c.relkind when 'r' then 'table' when 'v' then 'view'" \
+	"     when 'S' then 'sequence' else 'relation' end, c.oid::regclass, c.relowner::regrole) into what" \
+	"    from pg_class c join pg_namespace n on n.oid = c.relnamespace" \
+	"    where n.nspname = 'pgqlua' and c.relowner <> me order by c.oid limit 1;" \
+	"  end if;" \
+	"  if what is not null then" \
+	"   raise exception using errcode = '42501', message = what || format(', not to the installing role %s:' ||" \
+	"    ' refused (give schema pgqlua and everything in it to that role, or drop them)', current_user::regrole);" \
+	"  end if;" \
+	" end $chk$;"
+
+const char failed_owner_check_sql[] = OWNER_CHECK;
+
 static const char schema_sql[] =
+	OWNER_CHECK
 	"create schema if not exists pgqlua;"
 	"create table if not exists pgqlua.failed_event ("
 	" queue_name text not null,"
@@ -28,6 +55,7 @@ static const char schema_sql[] =
 
 /* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
 static const char wakeup_sql[] =
+	OWNER_CHECK
 	"create or replace function pgqlua.notify_tick() returns trigger language plpgsql as $f$"
 	" begin"
 	"  perform pg_notify('pgqlua_tick', q.queue_name) from pgq.queue q where q.queue_id = new.tick_queue;"
@@ -57,12 +85,13 @@ int failed_record(pgconn *c, const char *queue, const char *consumer, const PGre
 	params[1] = consumer;
 	for (int i = 0; i < PGQ_EV_NCOLS; i++)
 		params[2 + i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+	params[2 + PGQ_EV_TIME] = PQgetvalue(res, row, PGQ_EV_TIME_US);   /* exact, not the text */
 	params[12] = reason;
 	r = pgconn_exec(c,
 	                "insert into pgqlua.failed_event (queue_name, consumer_name, ev_id, ev_time,"
 	                " ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3,"
 	                " ev_extra4, reason)"
-	                " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+	                " values ($1, $2, $3, " PGQ_TIME_FROM_US("4") ", $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 	                " on conflict (queue_name, consumer_name, ev_id) do update set"
 	                " ev_retry = excluded.ev_retry, reason = excluded.reason, failed_at = now()",
 	                13, params, err, errlen);

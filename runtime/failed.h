@@ -14,6 +14,14 @@
 #define FAILED_INSTALL_HINT " (" PGQ_INSTALL_HINT ")"
 
 /* Create schema pgqlua and its tables if missing (idempotent). */
+/* SQL that raises 42501 when schema pgqlua, or a function, table or other
+ * relation in it, belongs to another role than the current one (whose
+ * code would otherwise run on every tick or failed event): the first
+ * statement of every install of schema pgqlua (here and remote.c). */
+extern const char failed_owner_check_sql[];
+
+/* Create schema pgqlua and its tables if missing (idempotent); refused
+ * (42501) when they belong to another role. */
 int failed_install_schema(pgconn *c, char *err, size_t errlen);
 
 /* The tick NOTIFY trigger on pgq.tick (needs the owner of pgq.tick). */

@@ -25,6 +25,7 @@ struct lb_script {
 	ldb_state *db;
 	size_t mem_used;
 	size_t mem_limit;          /* 0: none */
+	int hit_limit;             /* an allocation was refused for the limit */
 	double deadline;           /* monotonic seconds; 0: none */
 	double timeout;            /* the limit being enforced, for messages */
 	int ref_process_event;
@@ -70,8 +71,10 @@ static void *lb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		s->mem_used -= old;
 		return NULL;
 	}
-	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit)
+	if (s->mem_limit && nsize > old && s->mem_used + (nsize - old) > s->mem_limit) {
+		s->hit_limit = 1;
 		return NULL;
+	}
 	p = realloc(ptr, nsize);
 	if (p)
 		s->mem_used = s->mem_used - old + nsize;
@@ -236,26 +239,47 @@ static int host_open(lua_State *L)
 
 /* ---- load ---- */
 
-static void set_path(lua_State *L, const lb_script *s)
+/* require's places, fixed here: the runtime's lua/, the script's folder,
+ * the config's lua_path, the system's Lua 5.4 folders.  The sandbox then
+ * keeps the package table out of the script's reach. */
+static void set_path(lua_State *L, const lb_script *s) /* MAY_LJMP */
 {
 	const char *lua_dir = lb_lua_dir();
 	const char *slash = strrchr(s->cfg->script, '/');
 	int dlen = slash ? (int)(slash - s->cfg->script) : 1;
 	const char *sdir = slash ? s->cfg->script : ".";
-	char path[8192];
 
-	snprintf(path, sizeof(path),
-	         "%s/?.lua;%s/?/init.lua;%.*s/?.lua;%.*s/?/init.lua;"
-	         "/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;"
-	         "/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua",
-	         lua_dir, lua_dir, dlen, sdir, dlen, sdir);
 	lua_getglobal(L, "package");
-	lua_pushstring(L, path);
+	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua_dir, lua_dir);
+	lua_pushlstring(L, sdir, (size_t)dlen);
+	lua_pushliteral(L, "/?.lua;");
+	lua_pushlstring(L, sdir, (size_t)dlen);
+	lua_pushliteral(L, "/?/init.lua;");
+	lua_pushstring(L, s->cfg->lua_path ? s->cfg->lua_path : "");
+	lua_pushstring(L, s->cfg->lua_path ? ";" : "");
+	lua_pushliteral(L, "/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;"
+	                   "/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua");
+	lua_concat(L, 8);
 	lua_setfield(L, -2, "path");
 	lua_getfield(L, -1, "preload");
 	lua_pushcfunction(L, host_open);
 	lua_setfield(L, -2, "pgqlua.host");
 	lua_pop(L, 2);
+}
+
+/* The config's env_allow as a Lua list. */
+static void push_env_allow(lua_State *L, const config *c) /* MAY_LJMP */
+{
+	const char *p = c->env_allow;
+	int n = 0;
+	lua_newtable(L);
+	while (p && *p) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		lua_pushlstring(L, p, len);
+		lua_rawseti(L, -2, ++n);
+		p += len + (e != NULL);
+	}
 }
 
 static int ref_function(lua_State *L, const lb_script *s, const char *name, int required)
@@ -327,17 +351,22 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	ldb_open_lib(L, lua_gettop(L));
 	lua_pop(L, 1);
 
-	/* the sandbox and the pgq table are Lua, shared with the mock runner */
-	lua_getglobal(L, "require");
-	lua_pushliteral(L, "pgqlua.sandbox");
-	lua_call(L, 1, 1);
-	lua_getfield(L, -1, "apply");
-	lua_pushglobaltable(L);
-	lua_call(L, 1, 0);
-	lua_pop(L, 1);
+	/* the sandbox and the pgq table are Lua, shared with the mock runner;
+	 * the pgq table first: it keeps the host module, which the sandbox
+	 * then takes out of the script's reach */
 	lua_getglobal(L, "require");
 	lua_pushliteral(L, "pgqlua");
-	lua_call(L, 1, 1);
+	lua_call(L, 1, 1);                           /* pgq */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "pgqlua.sandbox");
+	lua_call(L, 1, 1);                           /* pgq sandbox */
+	lua_getfield(L, -1, "apply");
+	lua_pushglobaltable(L);
+	lua_createtable(L, 0, 1);
+	push_env_allow(L, s->cfg);
+	lua_setfield(L, -2, "env_allow");
+	lua_call(L, 2, 0);
+	lua_pop(L, 1);                               /* pgq */
 	lua_getfield(L, -1, "null");
 	s->ref_null = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_setglobal(L, "pgq");
@@ -367,11 +396,15 @@ double lb_load_timeout(const config *cfg)
 	return cfg->event_timeout > 0 ? cfg->event_timeout : LOAD_TIMEOUT;
 }
 
-lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen)
+lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, char *err,
+                          size_t errlen)
 {
 	lb_script *s = calloc(1, sizeof(*s));
-	int base;
+	int base, status, oom;
 
+	if (!out_of_memory)
+		out_of_memory = &oom;
+	*out_of_memory = 1;
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -392,10 +425,17 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t er
 	lua_gc(s->L, LUA_GCGEN, 0, 0);
 	/* the limits hold for the top level and init() too */
 	s->mem_limit = (size_t)cfg->lua_memory_limit;
-	if (docall(s, load_tramp, s, 0, lb_load_timeout(cfg), &base, err, errlen) != LUA_OK) {
+	status = docall(s, load_tramp, s, 0, lb_load_timeout(cfg), &base, err, errlen);
+	if (status != LUA_OK) {
+		/* past lua_memory_limit is the script's doing; anything else is
+		 * the machine's */
+		*out_of_memory = status == LUA_ERRMEM && !s->hit_limit;
+		if (*out_of_memory)
+			snprintf(err, errlen, "out of memory loading the script %s", cfg->script);
 		lb_script_free(s);
 		return NULL;
 	}
+	*out_of_memory = 0;
 	lua_settop(s->L, 0);
 	return s;
 }

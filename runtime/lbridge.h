@@ -37,8 +37,12 @@ double lb_load_timeout(const config *cfg);
 
 /* New state: sandbox, package.path, pgq table, load and run the script,
  * resolve process_event and the hooks, call init(config).  db is the
- * handle state the script's `db` is bound to.  NULL with err on failure. */
-lb_script *lb_script_load(const config *cfg, ldb_state *db, char *err, size_t errlen);
+ * handle state the script's `db` is bound to.  NULL with err on failure;
+ * *out_of_memory (if given) then says whether the process ran out of
+ * memory (no lua_memory_limit applies while loading) rather than the
+ * script failing. */
+lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, char *err,
+                          size_t errlen);
 void lb_script_free(lb_script *s);
 
 /* Call process_event for row `row` of a batch cursor result. */

@@ -5,6 +5,7 @@
  * PGresult is freed: the message is copied to the stack first.
  */
 #include "ldb.h"
+#include "sqlcheck.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -46,46 +47,7 @@ typedef struct ldb_ud {
 	int null_ref;
 } ldb_ud;
 
-/* Skip blanks and comments. */
-static const char *skip_blank(const char *p)
-{
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f')
-			p++;
-		if (p[0] == '-' && p[1] == '-') {
-			while (*p && *p != '\n')
-				p++;
-		} else if (p[0] == '/' && p[1] == '*') {
-			const char *e = strstr(p + 2, "*/");
-			p = e ? e + 2 : p + strlen(p);
-		} else
-			return p;
-	}
-}
-
-/* Does the word at p (letters only) equal w, ignoring case?  Sets *end. */
-static int word_is(const char *p, const char *w, const char **end)
-{
-	size_t n = 0;
-	while ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') || p[n] == '_')
-		n++;
-	*end = p + n;
-	return n == strlen(w) && strncasecmp(p, w, n) == 0;
-}
-
-/* The statement ends or nests the batch's transaction (a script's
- * statement is always one statement: libpq's extended protocol). */
-static int is_transaction_control(const char *sql)
-{
-	static const char *const words[] = {"begin", "start", "commit", "end", "rollback", "abort",
-	                                    "savepoint", "release", NULL};
-	const char *p = skip_blank(sql), *e;
-	for (int i = 0; words[i]; i++)
-		if (word_is(p, words[i], &e))
-			return 1;
-	return word_is(p, "prepare", &e) && word_is(skip_blank(e), "transaction", &e);
-}
-
+#define CURSOR_REFUSED "the cursor pgqlua_batch is the runtime's (it reads the batch with it): CLOSE, MOVE and FETCH on it are not allowed"
 
 static ldb_ud *check_handle(lua_State *L) /* MAY_LJMP */
 {
@@ -205,6 +167,7 @@ static ldb_ud *take_statement(lua_State *L, const char *verb, const char **sql, 
 	ldb_ud *ud = check_handle(L);
 	ldb_state *st = ud->st;
 	const char **params, *failed;
+	sql_refusal refusal;
 
 	*sql = luaL_checkstring(L, 2);
 	*nparams = lua_gettop(L) - 2;
@@ -214,9 +177,10 @@ static ldb_ud *take_statement(lua_State *L, const char *verb, const char **sql, 
 	if (ldb_event_error(st, &failed))
 		luaL_error(L, "db:%s: an earlier statement of this event failed (%s); the event's writes will be rolled back",
 		           verb, failed);
-	if (is_transaction_control(*sql)) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "db:%s: %s", verb, ldbwin_refusal());
+	refusal = sqlcheck_refusal(*sql);
+	if (refusal != SQL_ALLOWED) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "db:%s: %s", verb, refusal == SQL_TXN_CONTROL ? ldbwin_refusal() : CURSOR_REFUSED);
 		ldbwin_fail_event(st, *verb == 'e' ? LDB_ERR_EXEC : LDB_ERR_SEND, msg);
 		luaL_error(L, "%s", msg);
 	}

@@ -221,7 +221,7 @@ static void reload(pgqlua_consumer *c)
 		goto failed;
 	}
 	watch_begin(WATCH_LOAD, 0, lb_load_timeout(ncfg));
-	ns = lb_script_load(ncfg, c->db, err, sizeof(err));
+	ns = lb_script_load(ncfg, c->db, NULL, err, sizeof(err));
 	watch_end();
 	if (!ns)
 		goto failed;

@@ -14,7 +14,7 @@
 
 static void query_target(const config *cfg, monitor_info *out)
 {
-	pgconn *t = pgconn_new(cfg->target_db);
+	pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
 	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
 	PGresult *res = NULL;
 	char err[512];
@@ -42,7 +42,7 @@ done:
 
 int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *err, size_t errlen)
 {
-	pgconn *c = pgconn_new(cfg->db);
+	pgconn *c = pgconn_new(cfg->db, cfg->timezone);
 	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
 	PGresult *res = NULL;
 	int rc = -1;

@@ -79,13 +79,16 @@ int pgconn_check_conninfo(const char *conninfo, char *err, size_t errlen)
 	return 0;
 }
 
-pgconn *pgconn_new(const char *conninfo)
+pgconn *pgconn_new(const char *conninfo, const char *timezone)
 {
 	pgconn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	c->conninfo = strdup(conninfo);
-	if (!c->conninfo) {
+	c->timezone = strdup(timezone ? timezone : "UTC");
+	if (!c->conninfo || !c->timezone) {
+		free(c->conninfo);
+		free(c->timezone);
 		free(c);
 		return NULL;
 	}
@@ -104,12 +107,57 @@ void pgconn_free(pgconn *c)
 		memset(c->conninfo, 0, strlen(c->conninfo));
 		free(c->conninfo);
 	}
+	free(c->timezone);
 	free(c);
 }
 
 const char *pgconn_safe_name(const pgconn *c)
 {
 	return c->safe_name;
+}
+
+/* The session settings the runtime's SQL and the scripts rely on, set
+ * after the startup: libpq sends PGDATESTYLE and PGTZ as startup
+ * parameters, which win over -c options, and a conninfo's own options
+ * stay as they are.  0 or -1 with err. */
+static int set_session(pgconn *c, char *err, size_t errlen)
+{
+	char *tz = PQescapeLiteral(c->pg, c->timezone, strlen(c->timezone));
+	char *sql;
+	size_t n;
+	int rc = -1;
+	PGresult *res;
+
+	if (!tz) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	n = strlen(tz) + 256;
+	sql = malloc(n);
+	if (!sql) {
+		PQfreemem(tz);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(sql, n, "set datestyle = 'ISO'; set intervalstyle = 'postgres';"
+	                 " set client_encoding = 'UTF8'; set timezone = %s", tz);
+	PQfreemem(tz);
+	res = PQexec(c->pg, sql);
+	free(sql);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		rc = 0;
+	else {
+		char msg[512], *value;
+		pgconn_result_error(c, res, msg, sizeof(msg));
+		/* the server quotes the value, which may come from a ${VAR}:
+		 * name the setting only */
+		if ((value = strstr(msg, "\"TimeZone\": ")) != NULL)
+			value[strlen("\"TimeZone\"")] = '\0';
+		snprintf(err, errlen, "cannot set the session's settings on %s (config key timezone): %s",
+		         c->safe_name, msg);
+	}
+	PQclear(res);
+	return rc;
 }
 
 int pgconn_connect(pgconn *c, char *err, size_t errlen)
@@ -135,6 +183,10 @@ int pgconn_connect(pgconn *c, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot connect to %s: %s", c->safe_name, msg);
 		PQfinish(c->pg);
 		c->pg = NULL;
+		return -1;
+	}
+	if (set_session(c, err, errlen) != 0) {
+		pgconn_close(c, "the session's settings could not be set");
 		return -1;
 	}
 	c->cancel = PQgetCancel(c->pg);
@@ -266,6 +318,11 @@ PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", c->async_err[0] ? c->async_err : "no statement was sent");
 	c->async_err[0] = '\0';
 	return res;
+}
+
+const char *pgconn_async_error(const pgconn *c)
+{
+	return !c->async && c->async_err[0] ? c->async_err : NULL;
 }
 
 void pgconn_drop_async(pgconn *c)

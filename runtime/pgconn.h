@@ -23,8 +23,12 @@ typedef struct pgconn pgconn;
 /* The error of a statement that started COPY (pgqlua.rules.COPY_REFUSED). */
 #define PGCONN_COPY_REFUSED "COPY is not supported"
 
-/* Keep the conninfo; do not connect.  NULL on out of memory. */
-pgconn *pgconn_new(const char *conninfo);
+/* Keep the conninfo; do not connect.  NULL on out of memory.  Every
+ * connection made from it runs with the session settings the runtime
+ * relies on, whatever the server, database, role or environment
+ * (PGDATESTYLE, PGTZ, PGCLIENTENCODING) says: DateStyle ISO, IntervalStyle
+ * postgres, client_encoding UTF8 and TimeZone timezone (NULL: UTC). */
+pgconn *pgconn_new(const char *conninfo, const char *timezone);
 void pgconn_free(pgconn *c);
 
 /* Connect (closing any old connection).  0 or -1 with a one-line err that
@@ -88,6 +92,9 @@ void pgconn_set_prepare(pgconn *c, int on);
 int pgconn_send_async(pgconn *c, const char *sql);
 PGresult *pgconn_take_async(pgconn *c, char *err, size_t errlen);
 void pgconn_drop_async(pgconn *c);
+/* The error of the statement in flight when it has been read and failed
+ * (later statements of its transaction then fail too); NULL otherwise. */
+const char *pgconn_async_error(const pgconn *c);
 
 /* Run a simple multi-statement command and keep the results that carry
  * rows (SELECT, FETCH), in order, up to max of them.  Returns how many

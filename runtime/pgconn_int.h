@@ -18,6 +18,7 @@ typedef struct stmt_entry {
 
 struct pgconn {
 	char *conninfo;
+	char *timezone;              /* the session's TimeZone */
 	PGconn *pg;
 	PGcancel *volatile cancel;   /* read by signal handlers */
 	char safe_name[256];

@@ -88,14 +88,19 @@ PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *er
 	/* batch_event_sql's query in our own cursor (what get_batch_cursor
 	 * does, without PL/pgSQL handing over each row); BEGIN and the first
 	 * FETCH ride in the same round trip */
-	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for ";
-	char tail[64];
+	/* the events, each with its exact time, then the end marker (a row
+	 * of NULLs); all numbered */
+	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
+	                           " select u.*, row_number() over () from ("
+	                           "select b.*, (extract(epoch from b.ev_time) * 1000000)::int8 from (";
+	char tail[160];
 	size_t n = strlen(b->sql);
 	char *sql;
 	PGresult *res = NULL;
 	int got;
 
-	snprintf(tail, sizeof(tail), "; fetch %d from " CURSOR_NAME, fetch_size);
+	snprintf(tail, sizeof(tail), ") b union all select null, null, null, null, null, null, null,"
+	                             " null, null, null, null) u; fetch %d from " CURSOR_NAME, fetch_size);
 	sql = malloc(sizeof(head) + n + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
@@ -118,6 +123,75 @@ int pgq_fetch_async(pgconn *c, int fetch_size)
 	return pgconn_send_async(c, sql);
 }
 
+/* "events A to B" of a chunk's n events, or "on_batch_start". */
+static void chunk_span(char *buf, size_t len, const PGresult *res, int n)
+{
+	if (n <= 0)
+		snprintf(buf, len, "an event");
+	else if (n == 1)
+		snprintf(buf, len, "event %s", PQgetvalue(res, 0, PGQ_EV_ID));
+	else
+		snprintf(buf, len, "events %s to %s", PQgetvalue(res, 0, PGQ_EV_ID),
+		         PQgetvalue(res, n - 1, PGQ_EV_ID));
+}
+
+/* Who ran while the fetch that returned chunk number k (0-based) was
+ * pending: chunk k's fetch was sent before chunk k-1 was processed, so the
+ * culprit ran in chunk k-2 (or in on_batch_start for chunk 1). */
+static const char *culprit(const pgq_cursor_guard *g)
+{
+	return g->chunks < 2 ? "on_batch_start" : g->span[g->chunks % 2];
+}
+
+#define CURSOR_TOUCHED "the batch cursor " CURSOR_NAME " was %s by SQL the script ran (during %s)"
+
+int pgq_cursor_check(pgq_cursor_guard *g, const PGresult *res, int *n, int *more, char *err,
+                     size_t errlen)
+{
+	int rows = PQntuples(res), ended = 0;
+
+	*n = 0;
+	*more = 0;
+	if (PQnfields(res) != PGQ_CURSOR_NCOLS || strcmp(PQfname(res, PGQ_EV_ROW), "row_number") != 0) {
+		snprintf(err, errlen, CURSOR_TOUCHED "; the batch is rolled back", "replaced", culprit(g));
+		return -1;
+	}
+	/* numbered g->rows + 1, + 2, ... with no gap, the marker included */
+	if (rows > 0 && PQgetisnull(res, rows - 1, PGQ_EV_ID))
+		ended = 1;
+	if ((rows > 0 && (atoll(PQgetvalue(res, 0, PGQ_EV_ROW)) != g->rows + 1 ||
+	                  atoll(PQgetvalue(res, rows - 1, PGQ_EV_ROW)) != g->rows + rows)) ||
+	    (!ended && rows < g->fetch_size)) {
+		snprintf(err, errlen, CURSOR_TOUCHED ": the events after row %lld of the batch would have been skipped; the batch is rolled back",
+		         "moved or closed", culprit(g), g->rows);
+		return -1;
+	}
+	rows -= ended;
+	g->rows += rows;
+	chunk_span(g->span[g->chunks % 2], sizeof(g->span[0]), res, rows);
+	g->chunks++;
+	*n = rows;
+	*more = !ended;
+	return 0;
+}
+
+PGresult *pgq_fetch_take(pgconn *c, const pgq_cursor_guard *g, char *err, size_t errlen)
+{
+	PGresult *res = pgconn_take_async(c, err, errlen);
+	if (!res && strncmp(err, "34000", 5) == 0)
+		snprintf(err, errlen, CURSOR_TOUCHED "; the batch is rolled back", "closed", culprit(g));
+	return res;
+}
+
+int pgq_cursor_explain(pgconn *c, const pgq_cursor_guard *g, char *err, size_t errlen)
+{
+	const char *e = g ? pgconn_async_error(c) : NULL;
+	if (!e || strncmp(e, "34000", 5) != 0)
+		return 0;
+	snprintf(err, errlen, CURSOR_TOUCHED "; the batch is rolled back", "closed", culprit(g));
+	return 1;
+}
+
 int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PGresult *res,
                     int row, double delay, char *err, size_t errlen)
 {
@@ -132,7 +206,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	params[1] = consumer;
 	params[2] = secs;
 	params[3] = PQgetvalue(res, row, PGQ_EV_ID);
-	params[4] = PQgetvalue(res, row, PGQ_EV_TIME);
+	params[4] = PQgetvalue(res, row, PGQ_EV_TIME_US);
 	params[5] = retry;
 	for (int i = 0; i < 6; i++) {
 		int col = PGQ_EV_TYPE + i;
@@ -140,7 +214,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	}
 	r = pgconn_exec(c,
 	                "select pgq.event_retry_raw($1, $2, now() + $3::float8 * interval '1 second',"
-	                " $4::int8, $5::timestamptz, $6::int4, $7, $8, $9, $10, $11, $12)",
+	                " $4::int8, " PGQ_TIME_FROM_US("5") ", $6::int4, $7, $8, $9, $10, $11, $12)",
 	                12, params, err, errlen);
 	if (!r)
 		return -1;
@@ -166,9 +240,11 @@ pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
                                const char *consumer, const pgq_batch_knobs *k, pgq_batch *next,
                                pgq_result *next_res, char *err, size_t errlen)
 {
-	enum { PRE_CLOSE, PRE_FINISH, PRE_COMMIT, PRE_N };
+	/* COMMIT closes the cursor (a script that closed it has skipped
+	 * nothing here: its last chunk is in) */
+	enum { PRE_FINISH, PRE_COMMIT, PRE_N };
 	char finish[256];
-	const char *pre[PRE_N] = {"close " CURSOR_NAME, finish, "commit"};
+	const char *pre[PRE_N] = {finish, "commit"};
 	const char *params[5];
 	char lag[64], interval[64], count[32];
 	int failed_at;
@@ -179,7 +255,7 @@ pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
 	if (!next) {
 		/* finish only: the consumer is stopping */
 		char sql[320];
-		snprintf(sql, sizeof(sql), "close " CURSOR_NAME "; %s; commit", finish);
+		snprintf(sql, sizeof(sql), "%s; commit", finish);
 		if (pgconn_cmd(c, sql, err, errlen) == 0)
 			return PGQ_COMMITTED;
 		finish_error(batch_id, err, errlen);

@@ -8,11 +8,23 @@
 
 #include "pgconn.h"
 
-/* Columns of a batch cursor row, in pgq.get_batch_cursor order. */
+/* Columns of a batch cursor row: the event's, in pgq.get_batch_cursor
+ * order (PGQ_EV_NCOLS of them, what the script sees), then the runtime's
+ * own: ev_time exactly, as microseconds since 1970-01-01 00:00 UTC (what
+ * retries and the failed-event table send back, never the text), and the
+ * row's number in the cursor (1, 2, ...), which shows whether anything
+ * moved or closed it.  After the last event comes an end marker: a row
+ * whose other columns are all NULL. */
 enum pgq_ev_col {
 	PGQ_EV_ID = 0, PGQ_EV_TIME, PGQ_EV_TXID, PGQ_EV_RETRY, PGQ_EV_TYPE, PGQ_EV_DATA,
-	PGQ_EV_EXTRA1, PGQ_EV_EXTRA2, PGQ_EV_EXTRA3, PGQ_EV_EXTRA4, PGQ_EV_NCOLS
+	PGQ_EV_EXTRA1, PGQ_EV_EXTRA2, PGQ_EV_EXTRA3, PGQ_EV_EXTRA4, PGQ_EV_NCOLS,
+	PGQ_EV_TIME_US = PGQ_EV_NCOLS, PGQ_EV_ROW, PGQ_CURSOR_NCOLS
 };
+
+/* SQL for a timestamptz from the microseconds of PGQ_EV_TIME_US in
+ * parameter $N (N a string literal): no text round trip, so no DateStyle
+ * or TimeZone can shift it. */
+#define PGQ_TIME_FROM_US(N) "(timestamptz '1970-01-01 00:00:00+00' + $" N "::int8 * interval '1 microsecond')"
 
 typedef struct pgq_batch {
 	long long batch_id;
@@ -51,8 +63,38 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *err, size_t errlen);
 
 /* Ask for the next fetch_size rows of the open batch cursor without
- * waiting; pgconn_take_async(c) returns them.  0 or -1. */
+ * waiting; pgq_fetch_take returns them.  0 or -1. */
 int pgq_fetch_async(pgconn *c, int fetch_size);
+
+/* The batch cursor's rows as the consumer takes them, chunk by chunk: the
+ * script's SQL runs on the same connection and could close or move the
+ * cursor (CLOSE, MOVE, FETCH, also through a PL/pgSQL refcursor), which
+ * would skip events silently.  Each row carries its number and the last
+ * one an end marker: a gap, a missing end or a foreign cursor is caught
+ * here.  Zero it, with fetch_size set, before a batch's first chunk. */
+typedef struct pgq_cursor_guard {
+	int fetch_size;          /* rows asked for per FETCH */
+	long long rows;          /* events seen so far */
+	int chunks;              /* chunks checked so far */
+	char span[2][64];        /* "events A to B" of the last two chunks */
+} pgq_cursor_guard;
+
+/* Check the chunk res that the consumer is about to process; *n is its
+ * number of events (the end marker left out), *more whether the cursor
+ * has more.  0, or -1 with err naming the events during which the
+ * script's SQL must have touched the cursor (the batch must be rolled
+ * back). */
+int pgq_cursor_check(pgq_cursor_guard *g, const PGresult *res, int *n, int *more, char *err,
+                     size_t errlen);
+
+/* pgconn_take_async for a pgq_fetch_async: the next chunk, or NULL with
+ * err (a closed cursor is named as such). */
+PGresult *pgq_fetch_take(pgconn *c, const pgq_cursor_guard *g, char *err, size_t errlen);
+
+/* After any failure inside a batch (g NULL: none open): if the fetch
+ * read ahead failed because the script closed the cursor (the statements
+ * after it then fail too), replace err with that reason and return 1. */
+int pgq_cursor_explain(pgconn *c, const pgq_cursor_guard *g, char *err, size_t errlen);
 
 /* pgq.event_retry_raw for row `row` of a cursor result: the event comes back
  * to this consumer after `delay` seconds with ev_retry + 1. */

@@ -3,6 +3,7 @@
  * remote.h).  Plain tables in schema pgqlua; no extension needed.
  */
 #include "remote.h"
+#include "failed.h"
 #include "pgq.h"
 
 #include <stdio.h>
@@ -30,7 +31,18 @@ static const char remote_schema_sql[] =
 
 int remote_install_schema(pgconn *t, char *err, size_t errlen)
 {
-	return pgconn_install(t, remote_schema_sql, err, errlen);
+	/* the same ownership check first, in the same transaction */
+	size_t n = strlen(failed_owner_check_sql) + sizeof(remote_schema_sql);
+	char *sql = malloc(n);
+	int rc;
+	if (!sql) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(sql, n, "%s%s", failed_owner_check_sql, remote_schema_sql);
+	rc = pgconn_install(t, sql, err, errlen);
+	free(sql);
+	return rc;
 }
 
 int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long long *batch_id,

@@ -51,21 +51,14 @@ void service_pidfile(const config *cfg, char *buf, size_t len)
 
 static void state_write(service *s)
 {
-	char tmp[PATH_MAX + 16];
-	FILE *f;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", s->statefile);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "pid=%d\nworker_pid=%d\nworker_restarts=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\n"
-	        "last_reload_at=%lld\nlast_reload=%s\nrole=%s\n",
-	        (int)s->main_pid, (int)getpid(), watch_restarts(), (long long)s->started_at, s->script,
-	        (long long)s->script_loaded_at, (long long)s->reload_at, s->reload_result,
-	        s->role ? s->role : "active");
-	if (fclose(f) == 0)
-		rename(tmp, s->statefile);
-	else
-		unlink(tmp);
+	char text[PATH_MAX + 1024];
+	snprintf(text, sizeof(text),
+	         "pid=%d\nworker_pid=%d\nworker_restarts=%d\nstarted_at=%lld\nscript=%s\nscript_loaded_at=%lld\n"
+	         "last_reload_at=%lld\nlast_reload=%s\nrole=%s\n",
+	         (int)s->main_pid, (int)getpid(), watch_restarts(), (long long)s->started_at, s->script,
+	         (long long)s->script_loaded_at, (long long)s->reload_at, s->reload_result,
+	         s->role ? s->role : "active");
+	(void)daemon_state_write(s->statefile, text);
 }
 
 static void ready_report(service *s, const char *msg)
@@ -198,13 +191,10 @@ static int worker_main(void *arg)
 
 	close(s->pid_fd);   /* the parent holds the lock */
 	s->pid_fd = -1;
-	switch (config_load(s->config_path, &cfg, err, sizeof(err))) {
-	case CONFIG_OK:
-		break;
-	case CONFIG_ERR_NOFILE:
-		return worker_failed(s, EXIT_NOINPUT, err);
-	default:
-		return worker_failed(s, EXIT_CONFIG, err);
+	{
+		config_status cst = config_load(s->config_path, &cfg, err, sizeof(err));
+		if (cst != CONFIG_OK)
+			return worker_failed(s, service_config_exit(cst), err);
 	}
 	snprintf(s->script, sizeof(s->script), "%s", cfg->script);
 	st = consumer_open_config(cfg, &s->c, err, sizeof(err));
@@ -249,15 +239,12 @@ int service_run(const char *config_path, int once, int detach)
 	s.config_path = config_path;
 	s.once = once;
 	s.detach = detach;
-	switch (config_load(config_path, &cfg, err, sizeof(err))) {
-	case CONFIG_OK:
-		break;
-	case CONFIG_ERR_NOFILE:
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return EXIT_NOINPUT;
-	default:
-		fprintf(stderr, "pgqlua: %s\n", err);
-		return EXIT_CONFIG;
+	{
+		config_status cst = config_load(config_path, &cfg, err, sizeof(err));
+		if (cst != CONFIG_OK) {
+			fprintf(stderr, "pgqlua: %s\n", err);
+			return service_config_exit(cst);
+		}
 	}
 	service_pidfile(cfg, s.pidfile, sizeof(s.pidfile));
 	snprintf(s.statefile, sizeof(s.statefile), "%s.state", s.pidfile);
@@ -315,6 +302,12 @@ int service_run(const char *config_path, int once, int detach)
 	return rc;
 }
 
+int service_config_exit(int st)
+{
+	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT
+	       : st == CONFIG_ERR_NOMEM ? EXIT_INTERNAL : EXIT_CONFIG;
+}
+
 int service_load_config(const char *config_path, config **cfg)
 {
 	char err[1024];
@@ -322,7 +315,7 @@ int service_load_config(const char *config_path, config **cfg)
 	if (st == CONFIG_OK)
 		return 0;
 	fprintf(stderr, "pgqlua: %s\n", err);
-	return st == CONFIG_ERR_NOFILE ? EXIT_NOINPUT : EXIT_CONFIG;
+	return service_config_exit(st);
 }
 
 /* Poll until the pid file is no longer locked, up to secs. */

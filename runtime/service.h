@@ -20,6 +20,9 @@ int service_status(const char *config_path, int json);
 /* The pid file of a config: its `pidfile`, or CONFIG.pid beside it. */
 void service_pidfile(const config *cfg, char *buf, size_t len);
 
+/* The exit code for a config_load failure. */
+int service_config_exit(int st);
+
 /* Load the config for a command that does not run the script; on error
  * print one line and return the exit code (0 when loaded). */
 int service_load_config(const char *config_path, config **cfg);

@@ -31,7 +31,7 @@ target *target_new(const config *cfg)
 	target *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	if (cfg->target_db && !(t->conn = pgconn_new(cfg->target_db))) {
+	if (cfg->target_db && !(t->conn = pgconn_new(cfg->target_db, cfg->timezone))) {
 		free(t);
 		return NULL;
 	}

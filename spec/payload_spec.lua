@@ -137,6 +137,27 @@ describe("pgqlua.payload", function()
       assert.are.equal("float", math.type(payload.json_decode("7.5")))
     end)
 
+    it("keeps integers beyond int64 exact, as strings of their digits", function()
+      local v = payload.json_decode(
+        '{"big": 12345678901234567890123, "neg": -9223372036854775809, "max": 9223372036854775807,' ..
+        ' "min": -9223372036854775808, "s": "99999999999999999999", "f": 12345678901234567890.5,' ..
+        ' "list": [18446744073709551616, 1]}')
+      assert.are.equal("12345678901234567890123", v.big)
+      assert.are.equal("-9223372036854775809", v.neg)
+      assert.are.equal(math.maxinteger, v.max)
+      assert.are.equal("integer", math.type(v.max))
+      assert.are.equal(math.mininteger, v.min)
+      assert.are.equal("99999999999999999999", v.s)
+      assert.are.equal("float", math.type(v.f))
+      assert.are.same({ "18446744073709551616", 1 }, v.list)
+      assert.are.equal("100000000000000000000", payload.json_decode("100000000000000000000"))
+    end)
+
+    it("reports a syntax error in a text with a big integer at its own position", function()
+      assert.has_error(function() payload.json_decode("[12345678901234567890123,,2]") end,
+        "pgq.json_decode: no valid JSON value at line 1, column 26")
+    end)
+
     it("maps JSON null to pgq.null", function()
       assert.are.equal(null, payload.json_decode("null"))
       local v = payload.json_decode('{"a": null, "b": [null, 1]}')

@@ -40,17 +40,20 @@ local function fresh_globals()
 end
 
 describe("pgqlua.sandbox", function()
-  local G, original, original_searchers
+  local G, original, original_searchers, real_package
 
   before_each(function()
     G = fresh_globals()
     original = {}
     for k, v in pairs(G) do original[k] = v end
     original_searchers = G.package.searchers
+    real_package = G.package
+    real_package.preload["pgqlua.host"] = package.preload["pgqlua.host"]
+    real_package.loaded["pgqlua.host"] = require "pgqlua.host"
     assert.is_not_nil(G.io)
     assert.are.equal(4, #G.package.searchers)
     assert.is_function(G.os.exit)
-    assert.are.equal(G, sandbox.apply(G))
+    assert.are.equal(G, sandbox.apply(G, { env_allow = { "HOME", "PGQLUA_SPEC_ALLOWED" } }))
   end)
 
   describe("apply()", function()
@@ -96,6 +99,7 @@ describe("pgqlua.sandbox", function()
 
     it("leaves os with exactly clock, date, difftime, getenv and time", function()
       assert.are.same({ "clock", "date", "difftime", "getenv", "time" }, sorted_keys(G.os))
+      assert.are_not.equal(os.getenv, G.os.getenv)
       assert.are.equal(os.time, G.os.time)
       assert.are.equal(os.clock, G.os.clock)
     end)
@@ -126,10 +130,35 @@ describe("pgqlua.sandbox", function()
       assert.are.equal("/usr/share/lua/5.4/?.lua;./?.lua", G.package.path)
     end)
 
-    it("keeps the preload searcher and a text-only Lua searcher", function()
-      assert.are.equal(2, #G.package.searchers)
-      assert.are.equal(original_searchers[1], G.package.searchers[1])
-      assert.are_not.equal(original_searchers[2], G.package.searchers[2])
+    it("keeps the preload searcher and a text-only Lua searcher, out of the script's reach", function()
+      assert.are.equal(2, #real_package.searchers)
+      assert.are.equal(original_searchers[1], real_package.searchers[1])
+      assert.are_not.equal(original_searchers[2], real_package.searchers[2])
+      assert.is_nil(G.package.searchers)
+      assert.is_nil(G.package.searchpath)
+      assert.are.equal(G.package, G.package.loaded.package)
+    end)
+
+    it("refuses changes to package.path and the searchers", function()
+      assert.has_error(function() G.package.path = "/etc/?" end,
+        "package.path cannot be changed: where require looks is set by the runtime (lua_path in the config)")
+      assert.has_error(function() G.package.searchers = {} end,
+        "package.searchers cannot be changed: where require looks is set by the runtime (lua_path in the config)")
+      assert.are.equal("/usr/share/lua/5.4/?.lua;./?.lua", real_package.path)
+    end)
+
+    it("takes the host module out of package.preload and package.loaded", function()
+      assert.is_nil(G.package.preload["pgqlua.host"])
+      assert.is_nil(G.package.loaded["pgqlua.host"])
+    end)
+
+    it("lets os.getenv read only the variables in env_allow", function()
+      assert.is_not_nil(os.getenv("PATH"))
+      assert.is_nil(G.os.getenv("PATH"))
+      assert.is_nil(G.os.getenv("PGPASSWORD"))
+      assert.are.equal(os.getenv("HOME"), G.os.getenv("HOME"))
+      assert.is_nil(G.os.getenv("PGQLUA_SPEC_ALLOWED"))
+      assert.has_error(function() G.os.getenv() end, "bad argument #1 to 'getenv' (string expected, got nil)")
     end)
 
     it("drops io and debug from package.loaded", function()
@@ -167,11 +196,28 @@ describe("pgqlua.sandbox", function()
       assert.has_error(function() searcher("binmod") end)
       local ok, err = pcall(searcher, "binmod")
       assert.is_false(ok)
-      assert.matches("error loading module 'binmod' from file '.*binmod.lua':\n\t.*attempt to load a binary chunk", err)
+      assert.matches("error loading module 'binmod' from file '.*binmod.lua':\n\tattempt to load a binary chunk$", err)
     end)
 
     it("returns the places it looked when the module is missing", function()
       assert.matches("no file '.*/nope.lua'", searcher("nope"))
+    end)
+
+    it("refuses a module name that is a path", function()
+      for _, name in ipairs({ "../../etc/passwd", "/etc/shadow", "a..b", ".a", "a.", "a/b", "" }) do
+        assert.are.equal(string.format(
+          "no module name '%s': names are words of letters, digits, _ and - joined by dots", name), searcher(name))
+      end
+    end)
+
+    it("never quotes a byte of a file that is not Lua text", function()
+      local f = assert(io.open(dir .. "/secret.lua", "w"))
+      f:write("db: host=x password=s3cr3t\nroot:$6$hash:19000:0:99999:7:::\n")
+      f:close()
+      local ok, err = pcall(searcher, "secret")
+      assert.is_false(ok)
+      assert.are.equal(string.format(
+        "error loading module 'secret' from file '%s/secret.lua':\n\tnot valid Lua text (line 1)", dir), err)
     end)
   end)
 

@@ -26,25 +26,63 @@ local function make_load(raw_load, default_env)
   end
 end
 
+--- Module names a script may require: dot-separated words of letters,
+-- digits, "_" and "-" (so never a path: no "/", no "..", no empty part).
+function M.valid_module_name(name)
+  if type(name) ~= "string" or name == "" then return false end
+  for part in (name .. "."):gmatch("(.-)%.") do
+    if not part:find("^[%w_%-]+$") then return false end
+  end
+  return true
+end
+
 --- A `require` searcher for Lua files that loads text chunks only (the
 -- stock one also loads precompiled bytecode).  The host lends loadfile;
 -- the mock runner passes its own host, the runtime none (then it is
--- `require "pgqlua.host"`).
+-- `require "pgqlua.host"`).  Its messages name paths and line numbers but
+-- never quote a byte of a file: a file that does not load as Lua text is
+-- not echoed, whatever it holds.
 function M.text_searcher(package, host)
   host = host or require "pgqlua.host"
+  local searchpath = package.searchpath
   return function(name)
-    local path, err = package.searchpath(name, package.path)
+    if not M.valid_module_name(name) then
+      return string.format("no module name '%s': names are words of letters, digits, _ and - joined by dots", name)
+    end
+    local path, err = searchpath(name, package.path)
     if not path then return err end
     local f, lerr = host.loadfile(path)
     if not f then
-      error(string.format("error loading module '%s' from file '%s':\n\t%s", name, path, lerr), 2)
+      local line = type(lerr) == "string" and lerr:match("^.-:(%d+): ")
+      error(string.format("error loading module '%s' from file '%s':\n\t%s", name, path,
+        lerr and lerr:find("attempt to load a binary chunk", 1, true) and "attempt to load a binary chunk"
+        or line and ("not valid Lua text (line " .. line .. ")") or "cannot be read as Lua text"), 2)
     end
     return f, path
   end
 end
 
+--- os.getenv for a script: only the names in allow (a list) are read; any
+-- other name is nil, as if unset.
+function M.make_getenv(getenv, allow)
+  local allowed = {}
+  for _, name in ipairs(allow or {}) do allowed[name] = true end
+  return function(name)
+    if type(name) ~= "string" then
+      error(string.format("bad argument #1 to 'getenv' (string expected, got %s)", type(name)), 2)
+    end
+    if allowed[name] then return getenv(name) end
+    return nil
+  end
+end
+
 --- Trim the global table G in place (the runtime's own lua_State).
-function M.apply(G)
+-- opts.env_allow: the environment variables os.getenv may read.
+-- The real package table stays the runtime's (require keeps it as an
+-- upvalue): its path and searchers are fixed, the host module is taken
+-- out of reach, and the script sees a read-only view of it.
+function M.apply(G, opts)
+  opts = opts or {}
   local keep = {}
   for _, name in ipairs(M.globals) do keep[name] = true end
   for name in pairs(G) do
@@ -52,14 +90,31 @@ function M.apply(G)
   end
   local os_lib = {}
   for _, name in ipairs(M.os) do os_lib[name] = G.os[name] end
+  os_lib.getenv = M.make_getenv(G.os.getenv, opts.env_allow)
   G.os = os_lib
   G.load = make_load(G.load, G)
   local package = G.package
+  local host = require "pgqlua.host"
   package.loadlib = nil
   package.cpath = ""
-  package.searchers = { package.searchers[1], M.text_searcher(package) }
+  package.searchers = { package.searchers[1], M.text_searcher(package, host) }
+  package.preload["pgqlua.host"] = nil
+  package.loaded["pgqlua.host"] = nil
   for _, name in ipairs(unsafe_modules) do package.loaded[name] = nil end
   package.loaded.os = os_lib
+  local view = { path = package.path, cpath = "", config = package.config,
+                 loaded = package.loaded, preload = package.preload }
+  local fixed = setmetatable({}, {
+    __index = view,
+    __newindex = function(_, k)
+      error(string.format("package.%s cannot be changed: where require looks is set by the runtime"
+        .. " (lua_path in the config)", tostring(k)), 2)
+    end,
+    __pairs = function() return next, view, nil end,
+    __metatable = "package",
+  })
+  package.loaded.package = fixed
+  G.package = fixed
   return G
 end
 

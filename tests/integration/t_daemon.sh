@@ -87,7 +87,8 @@ function init() run = os.getenv("PGQLUA_TEST_RUN") or "?" end
 function process_event(ev, db)
   db:exec("insert into r_slow values ($1, $2)", ev.id, run)
   db:exec("select pg_sleep(0.02)")
-end' "logfile: c_slow.log"
+end' "logfile: c_slow.log
+env_allow: [PGQLUA_TEST_RUN]"
 S="$WORK/c_slow.yaml"
 sql "select pgq.insert_event('q_slow', 'x', i::text) from generate_series(1, 100) i" > /dev/null
 wait_until 30 ticked q_slow || fail "q_slow never ticked"

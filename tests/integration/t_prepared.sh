@@ -26,7 +26,8 @@ function process_event(ev, db)
   end
 end'
 new_consumer q_prep c_prep "$SCRIPT" "max_retries: 3
-log_level: info"
+log_level: info
+env_allow: [PGQLUA_TEST_C]"
 sql "select pgq.insert_event('q_prep', 'x', d) from unnest(array['a', 'count']) d" > /dev/null
 wait_until 30 ticked q_prep || fail "q_prep was not ticked"
 PGQLUA_TEST_C=on run_once c_prep || fail "first run failed"
@@ -58,7 +59,8 @@ expect_eq "nothing went to the failed table" "0" \
 	"$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_prep'")"
 
 # prepared_statements: false sends every statement unnamed, same results
-new_consumer q_unprep c_unprep "$SCRIPT" "prepared_statements: false"
+new_consumer q_unprep c_unprep "$SCRIPT" "prepared_statements: false
+env_allow: [PGQLUA_TEST_C]"
 sql "select pgq.insert_event('q_unprep', 'x', d) from unnest(array['f', 'count']) d" > /dev/null
 PGQLUA_TEST_C=off drain q_unprep c_unprep || fail "q_unprep did not drain"
 expect_eq "without prepared statements the same work is done" "8" "$(sql "select count(*) from p_out")"

@@ -27,7 +27,8 @@ for mode in batch event; do
 	q=q_r${mode:0:1}
 	new_consumer "$q" "c_$mode" "$SCRIPT" "target_db: \"$T\"
 remote_mode: $mode
-max_retries: 3"
+max_retries: 3
+env_allow: [PGQLUA_TEST_Q]"
 	expect_match "install creates the target's schema ($mode)" "target .*dbname=pgqlua_target.*: schema pgqlua ready" \
 		"$(cat "$WORK/c_$mode.install.out")"
 	sql "select pgq.insert_event('$q', 'x', d) from unnest(array['a','retry','fail','b']) d" > /dev/null
@@ -43,7 +44,8 @@ done
 expect_eq "nothing was written to the queue's database" "" "$(sql "select to_regclass('public.r_remote')")"
 
 # ---- ABORT_BATCH rolls the target back; the batch comes again
-new_consumer q_rpath c_rpath "$SCRIPT" "target_db: \"$T\""
+new_consumer q_rpath c_rpath "$SCRIPT" "target_db: \"$T\"
+env_allow: [PGQLUA_TEST_Q]"
 export PGQLUA_TEST_Q=q_rpath
 sql "begin; select pgq.insert_event('q_rpath', 'x', d) from unnest(array['one','abort','three']) d; commit" > /dev/null
 wait_until 30 ticked q_rpath || fail "q_rpath never ticked"
@@ -95,7 +97,8 @@ crash_round() {   # QUEUE CONSUMER MODE N_BATCHES
 		"$(tsql "select count(*), count(distinct ev_id) from r_remote where q = '$q'")"
 }
 new_consumer q_rcrash c_rcrash "$SCRIPT" "target_db: \"$T\"
-log_level: info"
+log_level: info
+env_allow: [PGQLUA_TEST_Q]"
 crash_round q_rcrash c_rcrash batch 24
 if [ "${PGQLUA_FAULT_BUILD:-0}" == 1 ]; then
 	expect_match "the fault points were hit" "fault injection: killed at after_target_commit" "$(cat "$WORK/c_rcrash.log")"
@@ -104,7 +107,8 @@ if [ "${PGQLUA_FAULT_BUILD:-0}" == 1 ]; then
 fi
 new_consumer q_rev c_rev "$SCRIPT" "target_db: \"$T\"
 remote_mode: event
-log_level: info"
+log_level: info
+env_allow: [PGQLUA_TEST_Q]"
 crash_round q_rev c_rev event 16
 
 # ---- the target's backend terminated mid-batch

@@ -166,6 +166,62 @@ static void test_all_keys(void)
 	config_free(cfg);
 }
 
+/* env_allow (a list, a flow list or one string of names), lua_path
+ * (templates resolved against the config's folder), timezone. */
+static void test_sandbox_keys(void)
+{
+	static const struct {
+		const char *name, *yaml, *env_allow, *lua_path, *timezone;
+	} cases[] = {
+		{"defaults", MIN_CFG, NULL, NULL, "UTC"},
+		{"block list", MIN_CFG "env_allow:\n  - HOME\n  - APP_MODE\nlua_path: lib/?.lua\n", "HOME,APP_MODE",
+		 "etc/lib/?.lua", "UTC"},
+		{"flow list", MIN_CFG "env_allow: [A_1, _b]\nlua_path: /opt/?.lua;x/?/init.lua\n", "A_1,_b",
+		 "/opt/?.lua;etc/x/?/init.lua", "UTC"},
+		{"one string of names", MIN_CFG "env_allow: \"A, B C\"\ntimezone: Asia/Kolkata\n", "A,B,C", NULL,
+		 "Asia/Kolkata"},
+		{"empty list", MIN_CFG "env_allow: []\n", NULL, NULL, "UTC"},
+	};
+	static const struct {
+		const char *name, *yaml, *want;
+	} bad[] = {
+		{"env_allow: a bad name", MIN_CFG "env_allow: [HOME, A=B]\n",
+		 "t.yaml:5:19: env_allow must list environment variable names (letters, digits and _)"},
+		{"env_allow: a nested list", MIN_CFG "env_allow: [[A]]\n",
+		 "t.yaml:5:13: env_allow must be a list of names, not a list"},
+		{"env_allow: a mapping", MIN_CFG "env_allow: [{a: b}]\n",
+		 "t.yaml:5:13: env_allow must be a list of names, not a mapping"},
+		{"lua_path: no ?", MIN_CFG "lua_path: lib/x.lua\n",
+		 "t.yaml:5:11: lua_path must be templates like lib/?.lua separated by ';', each with a '?'"},
+		{"lua_path: an empty template", MIN_CFG "lua_path: \"a/?.lua;;\"\n",
+		 "t.yaml:5:11: lua_path must be templates like lib/?.lua separated by ';', each with a '?'"},
+		{"a list for a string key", MIN_CFG "timezone: [UTC]\n", "t.yaml:5:11: timezone must be a string, not a list"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		config *cfg = parse_ok(cases[i].name, cases[i].yaml, "etc/c.yaml");
+		char label[128];
+		if (!cfg)
+			continue;
+		snprintf(label, sizeof(label), "%s: env_allow", cases[i].name);
+		check_str(label, cfg->env_allow, cases[i].env_allow);
+		snprintf(label, sizeof(label), "%s: lua_path", cases[i].name);
+		check_str(label, cfg->lua_path, cases[i].lua_path);
+		snprintf(label, sizeof(label), "%s: timezone", cases[i].name);
+		check_str(label, cfg->timezone, cases[i].timezone);
+		config_free(cfg);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config *cfg = NULL;
+		char err[512] = "";
+		config_status st = config_parse_string(bad[i].yaml, "t.yaml", &cfg, err, sizeof(err));
+		int ok = st == CONFIG_ERR_INVALID && !cfg && strcmp(err, bad[i].want) == 0;
+		result(ok, "error: %s", bad[i].name);
+		if (!ok)
+			printf("#   got:  \"%s\"\n#   want: \"%s\"\n", err, bad[i].want);
+		config_free(cfg);
+	}
+}
+
 /* One key set to a value: the field it lands in, as a long long or double. */
 static void test_values(void)
 {
@@ -326,8 +382,10 @@ static void test_errors(void)
 		{"empty ${}", MIN_CFG "logfile: x${}\n", "t.yaml:5:10: bad variable name in ${...}", 0},
 		{"${VAR:x} unsupported", MIN_CFG "logfile: ${PGQLUA_T_HOST:x}\n",
 		 "t.yaml:5:10: bad ${PGQLUA_T_HOST:...}: only ${VAR:-default} is supported", 0},
-		{"expanded value checked: ${VAR} -> abc", MIN_CFG "fetch_size: ${PGQLUA_T_HOST}\n",
-		 "t.yaml:5:13: fetch_size must be a non-negative integer, not \"dbhost\"", 0},
+		{"expanded value checked, never shown: ${VAR} -> dbhost", MIN_CFG "fetch_size: ${PGQLUA_T_HOST}\n",
+		 "t.yaml:5:13: fetch_size must be an integer; \"${PGQLUA_T_HOST}\" expands to something else (value not shown)", 0},
+		{"expanded value in a longer text, never shown", MIN_CFG "log_level: \"x-${PGQLUA_T_HOST}\"\n",
+		 "t.yaml:5:12: log_level must be a log level; \"x-${PGQLUA_T_HOST}\" expands to something else (value not shown)", 0},
 		{"null required key: db:", "queue_name: q\nconsumer_name: c\ndb:\nscript: s.lua\n",
 		 "t.yaml:1:1: missing required key \"db\"", 0},
 		{"null required key: db: ~", "queue_name: q\nconsumer_name: c\ndb: ~\nscript: s.lua\n",
@@ -609,6 +667,11 @@ static void test_load(void)
 	}
 	unlink(path);
 	rmdir(dir);
+
+	/* an endless file is not read until memory runs out */
+	st = config_load("/dev/zero", &cfg, err, sizeof(err));
+	result(st == CONFIG_ERR_INVALID && cfg == NULL, "load /dev/zero: CONFIG_ERR_INVALID, *out NULL");
+	check_str("load /dev/zero: message", err, "/dev/zero: config file is larger than 1024 kB: refused");
 }
 
 /* ------------------------------------------------------------------ */
@@ -654,6 +717,7 @@ int main(void)
 	test_script_paths();
 	test_all_keys();
 	test_values();
+	test_sandbox_keys();
 	test_errors();
 	test_error_truncation();
 	test_expand();
