@@ -2,9 +2,11 @@
  * lbridge.c - a consumer script's lua_State (see lbridge.h).  Every entry
  * into Lua goes through docall(): a C trampoline run under lua_pcall with a
  * traceback handler, an optional deadline hook and a memory-limited
- * allocator, so nothing outside a protected call can raise.
+ * allocator, so nothing outside a protected call can raise.  The calls
+ * for events, the retry rule and batch hooks are in lbcall.c.
  */
-#include "lbridge.h"
+#include "lbridge_int.h"
+#include "clock.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -19,34 +21,7 @@
 #define HOOK_COUNT 10000       /* instructions between deadline checks */
 #define TRACEBACK_MARK "\nstack traceback:"
 
-struct lb_script {
-	lua_State *L;
-	const config *cfg;
-	ldb_state *db;
-	size_t mem_used;
-	size_t mem_limit;          /* 0: none */
-	int hit_limit;             /* an allocation was refused for the limit */
-	double deadline;           /* monotonic seconds; 0: none */
-	double timeout;            /* the limit being enforced, for messages */
-	int ref_process_event;
-	int ref_init;
-	int ref_batch_start;
-	int ref_batch_end;
-	int ref_db;
-	int ref_null;
-	int ref_ev_keys;
-	int ref_map_result;        /* pgqlua.rules: results other than OK */
-	int ref_retries_used_up;   /* pgqlua.rules: the max_retries rule */
-	int ref_where;             /* where_process_event, for map_result */
-	lua_Integer code_ok;       /* pgqlua.rules.EVENT_OK */
-};
 
-static double now_mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 const char *lb_lua_dir(void)
 {
@@ -88,7 +63,7 @@ size_t lb_memory_used(const lb_script *s)
 
 /* ---- the protected-call path ---- */
 
-static lb_script *script_of(lua_State *L)
+lb_script *lb_script_of(lua_State *L)
 {
 	void *ud;
 	(void)lua_getallocf(L, &ud);
@@ -97,9 +72,9 @@ static lb_script *script_of(lua_State *L)
 
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
-	lb_script *s = script_of(L);
+	lb_script *s = lb_script_of(L);
 	(void)ar;
-	if (s->deadline > 0 && now_mono() > s->deadline) {
+	if (s->deadline > 0 && clock_mono() > s->deadline) {
 		/* fire again at once if a pcall in the script swallows this */
 		char msg[128];
 		/* lua_pushfstring knows no precision: format here */
@@ -141,8 +116,8 @@ static int msgh(lua_State *L)
  * the returned base; on failure err holds the message's first part and the
  * traceback goes to the debug log.  Returns the lua_pcall status.
  */
-static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double timeout,
-                  int *base, char *err, size_t errlen)
+int lb_docall(lb_script *s, lua_CFunction f, void *ud, int nres, double timeout,
+              int *base, char *err, size_t errlen)
 {
 	lua_State *L = s->L;
 	int status, h;
@@ -154,7 +129,7 @@ static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double time
 	lua_pushlightuserdata(L, ud);
 	if (timeout > 0) {
 		s->timeout = timeout;
-		s->deadline = now_mono() + timeout;
+		s->deadline = clock_mono() + timeout;
 		lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
 	}
 	status = lua_pcall(L, 1, nres, h);
@@ -181,12 +156,11 @@ static int docall(lb_script *s, lua_CFunction f, void *ud, int nres, double time
 	return status;
 }
 
-static void make_ev_keys(lua_State *L, lb_script *s);
 
 /* where() for pgqlua.rules.map_result: "file:line" of process_event. */
 static int where_process_event(lua_State *L)
 {
-	lb_script *s = script_of(L);
+	lb_script *s = lb_script_of(L);
 	lua_Debug ar;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
 	lua_getinfo(L, ">S", &ar);
@@ -379,7 +353,7 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	s->ref_init = ref_function(L, s, "init", 0);
 	s->ref_batch_start = ref_function(L, s, "on_batch_start", 0);
 	s->ref_batch_end = ref_function(L, s, "on_batch_end", 0);
-	make_ev_keys(L, s);
+	lb_make_ev_keys(L, s);
 	ldb_push(L, s->db, s->ref_null);
 	s->ref_db = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -425,7 +399,7 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, 
 	lua_gc(s->L, LUA_GCGEN, 0, 0);
 	/* the limits hold for the top level and init() too */
 	s->mem_limit = (size_t)cfg->lua_memory_limit;
-	status = docall(s, load_tramp, s, 0, lb_load_timeout(cfg), &base, err, errlen);
+	status = lb_docall(s, load_tramp, s, 0, lb_load_timeout(cfg), &base, err, errlen);
 	if (status != LUA_OK) {
 		/* past lua_memory_limit is the script's doing; anything else is
 		 * the machine's */
@@ -449,227 +423,3 @@ void lb_script_free(lb_script *s)
 	free(s);
 }
 
-/* ---- events ---- */
-
-typedef struct event_call {
-	lb_script *s;
-	const PGresult *res;
-	int row;
-} event_call;
-
-/* The ev table's keys, in PGQ_EV_* column order (pgq.h). */
-static const char *const ev_keys[PGQ_EV_NCOLS] = {
-	"id", "time", "txid", "retry", "type", "data", "extra1", "extra2", "extra3", "extra4",
-};
-
-/* Decimal text to an integer: the columns are int8 that PostgreSQL wrote. */
-static lua_Integer parse_int(const char *p)
-{
-	lua_Unsigned v = 0;
-	int neg = *p == '-';
-	for (p += neg; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (lua_Unsigned)(*p - '0');
-	return neg ? (lua_Integer)(0u - v) : (lua_Integer)v;
-}
-
-/* Registry table: ev_keys as interned strings, so that building an ev
- * costs no string hashing. */
-static void make_ev_keys(lua_State *L, lb_script *s)
-{
-	lua_createtable(L, PGQ_EV_NCOLS, 0);
-	for (int i = 0; i < PGQ_EV_NCOLS; i++) {
-		lua_pushstring(L, ev_keys[i]);
-		lua_rawseti(L, -2, i + 1);
-	}
-	s->ref_ev_keys = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-/* Push the ev table of a row.  Text columns become strings, the integer
- * columns integers (a NULL retry count is 0), other NULLs pgq.null. */
-static void push_event(lua_State *L, const lb_script *s, const PGresult *res, int row)
-{
-	int keys, null, ev;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_ev_keys);
-	keys = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_null);
-	null = keys + 1;
-	lua_createtable(L, 0, PGQ_EV_NCOLS);
-	ev = keys + 2;
-	for (int col = 0; col < PGQ_EV_NCOLS; col++) {
-		lua_rawgeti(L, keys, col + 1);
-		if (PQgetisnull(res, row, col)) {
-			if (col == PGQ_EV_RETRY)
-				lua_pushinteger(L, 0);
-			else
-				lua_pushvalue(L, null);
-		} else if (col == PGQ_EV_ID || col == PGQ_EV_TXID || col == PGQ_EV_RETRY)
-			lua_pushinteger(L, parse_int(PQgetvalue(res, row, col)));
-		else
-			lua_pushlstring(L, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-		lua_rawset(L, ev);
-	}
-	lua_replace(L, keys);
-	lua_pop(L, 1);
-}
-
-/* Returns outcome (integer), delay (number or nil), message (string or nil) */
-static int event_tramp(lua_State *L) /* MAY_LJMP */
-{
-	event_call *ec = lua_touserdata(L, 1);
-	lb_script *s = ec->s;
-	const char *name;
-	int nret;
-	lb_outcome code;
-
-	lua_settop(L, 0);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_process_event);
-	push_event(L, s, ec->res, ec->row);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_db);
-	lua_call(L, 2, LUA_MULTRET);
-	nret = lua_gettop(L);
-
-	/* stack: results 1..nret.  No result, nil and EVENT_OK are OK; the
-	 * rest goes to pgqlua.rules.map_result(where, first, second), which
-	 * returns (outcome name, delay or nil, reason or nil) or raises. */
-	if (nret == 0 || lua_isnil(L, 1) || (lua_isinteger(L, 1) && lua_tointeger(L, 1) == s->code_ok)) {
-		lua_settop(L, 0);
-		lua_pushinteger(L, LB_OK);
-		return 1;
-	}
-	lua_settop(L, 2);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_map_result);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref_where);
-	lua_pushvalue(L, 1);
-	lua_pushvalue(L, 2);
-	lua_call(L, 3, 3);
-	/* stack: first, second, outcome, delay, reason */
-	name = lua_tostring(L, 3);
-	if (!name)
-		return luaL_error(L, "pgqlua.rules.map_result returned no outcome");
-	if (strcmp(name, "OK") == 0)
-		code = LB_OK;
-	else if (strcmp(name, "RETRY") == 0)
-		code = LB_RETRY;
-	else if (strcmp(name, "FAILED") == 0)
-		code = LB_FAILED;
-	else if (strcmp(name, "ABORT_BATCH") == 0)
-		code = LB_ABORT;
-	else
-		return luaL_error(L, "pgqlua.rules.map_result returned %s", name);
-	lua_pushinteger(L, code);
-	lua_replace(L, 3);
-	return 3;
-}
-
-void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
-{
-	lua_State *L = s->L;
-	event_call ec = {s, res, row};
-	int base;
-
-	out->delay = -1;
-	out->msg[0] = '\0';
-	if (docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg)) != LUA_OK) {
-		out->outcome = LB_ERROR;
-		return;
-	}
-	out->outcome = (lb_outcome)lua_tointeger(L, base + 1);
-	if (lua_type(L, base + 2) == LUA_TNUMBER)
-		out->delay = lua_tonumber(L, base + 2);
-	if (lua_type(L, base + 3) == LUA_TSTRING)
-		snprintf(out->msg, sizeof(out->msg), "%s", lua_tostring(L, base + 3));
-	lua_settop(L, 0);
-}
-
-/* ---- the max_retries rule ---- */
-
-typedef struct retry_call {
-	lb_script *s;
-	long long retry;
-	int max_retries;
-	const char *msg;
-} retry_call;
-
-/* Returns nil or the reason (pgqlua.rules.retries_used_up). */
-static int retry_tramp(lua_State *L) /* MAY_LJMP */
-{
-	retry_call *rc = lua_touserdata(L, 1);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, rc->s->ref_retries_used_up);
-	lua_pushinteger(L, (lua_Integer)rc->retry);
-	lua_pushinteger(L, rc->max_retries);
-	lua_pushstring(L, rc->msg);
-	lua_call(L, 3, 1);
-	return 1;
-}
-
-int lb_retries_used_up(lb_script *s, long long retry, int max_retries, const char *msg, char *reason,
-                       size_t len)
-{
-	retry_call rc = {s, retry, max_retries, msg};
-	size_t limit = s->mem_limit;
-	int base, used_up = 0;
-
-	/* a few bytes beyond the script's limit: the rule must not fail
-	 * because the script used up its memory */
-	s->mem_limit = 0;
-	if (docall(s, retry_tramp, &rc, 1, 0, &base, reason, len) != LUA_OK) {
-		/* only a failed malloc gets here: the event comes back */
-		log_error("the max_retries rule failed: %s", reason);
-	} else if (lua_type(s->L, base + 1) == LUA_TSTRING) {
-		used_up = 1;
-		snprintf(reason, len, "%s", lua_tostring(s->L, base + 1));
-	}
-	lua_settop(s->L, 0);
-	s->mem_limit = limit;
-	return used_up;
-}
-
-/* ---- batch hooks ---- */
-
-typedef struct hook_call {
-	lb_script *s;
-	int ref;
-	const pgq_batch *b;
-} hook_call;
-
-static int hook_tramp(lua_State *L) /* MAY_LJMP */
-{
-	hook_call *hc = lua_touserdata(L, 1);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->ref);
-	lua_createtable(L, 0, 5);
-	lua_pushinteger(L, hc->b->batch_id);
-	lua_setfield(L, -2, "id");
-	lua_pushinteger(L, hc->b->cur_tick_id);
-	lua_setfield(L, -2, "tick_id");
-	lua_pushinteger(L, hc->b->prev_tick_id);
-	lua_setfield(L, -2, "prev_tick_id");
-	lua_pushstring(L, hc->b->cur_tick_time);
-	lua_setfield(L, -2, "tick_time");
-	lua_pushstring(L, hc->b->prev_tick_time);
-	lua_setfield(L, -2, "prev_tick_time");
-	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->s->ref_db);
-	lua_call(L, 2, 0);
-	return 0;
-}
-
-static int call_hook(lb_script *s, int ref, const pgq_batch *b, char *err, size_t errlen)
-{
-	hook_call hc = {s, ref, b};
-	int base;
-	if (ref == LUA_NOREF)
-		return 0;
-	if (docall(s, hook_tramp, &hc, 0, s->cfg->event_timeout, &base, err, errlen) != LUA_OK)
-		return -1;
-	lua_settop(s->L, 0);
-	return 0;
-}
-
-int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen)
-{
-	return call_hook(s, s->ref_batch_start, b, err, errlen);
-}
-
-int lb_call_batch_end(lb_script *s, const pgq_batch *b, char *err, size_t errlen)
-{
-	return call_hook(s, s->ref_batch_end, b, err, errlen);
-}
