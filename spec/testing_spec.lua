@@ -296,6 +296,15 @@ describe("the mock runner's isolation of a script", function()
     assert.are.equal("x1", string.format("x%d", 1))
   end)
 
+  it("lets os.getenv read only the variables in env_allow, as the runtime does", function()
+    local c = testing.load(file("env.lua", [[
+      function process_event(ev)
+        if os.getenv(ev.data) ~= nil then return pgq.EVENT_FAILED, "read " .. ev.data end
+      end]]), { config = { env_allow = { "HOME" } } })
+    assert.outcome(c:event({ data = "PATH" }), "OK")
+    assert.outcome(c:event({ data = "HOME" }), "FAILED", "read HOME")
+  end)
+
   it("gives each script its own string metatable: a change is seen by that script only", function()
     local a = testing.load(file("mt_a.lua", [[
       getmetatable("").__index = { upper = function() return "hacked" end }

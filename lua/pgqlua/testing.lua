@@ -683,6 +683,14 @@ function M.load(script, opts)
     for k, v in pairs(_G[name]) do lib[k] = v end
     libs[name] = lib
   end
+  -- os.getenv reads only config.env_allow, as in the runtime
+  local allow = self.config.env_allow
+  if type(allow) == "string" then
+    local list = {}
+    for name in allow:gmatch("[^,%s]+") do list[#list + 1] = name end
+    allow = list
+  end
+  libs.os.getenv = sandbox.make_getenv(os.getenv, allow)
   self._deadline_hook = deadline_hook_for(self)
   self._msgh = msgh_for(self)
   libs.coroutine = new_coroutine_lib(self)
