@@ -38,7 +38,7 @@ struct ldb_state {
 	int event_undone;      /* this event's statements were rolled back already */
 	ldb_error_source sql_failed;   /* a statement of this event failed, and which kind */
 	int broken;            /* our savepoint failed: the batch must roll back */
-	char sql_error[512];
+	char sql_error[LDBWIN_MSG_LEN];
 	long statements;       /* statements run in this batch */
 	/* the window's log of sends: what a replay sends again */
 	ldb_sent *log;
@@ -64,7 +64,7 @@ struct ldb_sent {
 
 struct ldb_failure {
 	int event;
-	char msg[512];
+	char msg[LDBWIN_MSG_LEN];
 };
 
 static int grow(void **p, int *cap, int need, size_t size)

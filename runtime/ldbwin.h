@@ -20,6 +20,10 @@
 #include "pgconn.h"
 #include <stddef.h>
 
+/* A statement's error as the window keeps it: a server message (up to
+ * PGCONN_ERR_LEN / 2) with a "db:send: " prefix fits. */
+#define LDBWIN_MSG_LEN 640
+
 #define LDB_HOOK (-1)      /* the "event" of on_batch_start/on_batch_end */
 
 #define LDBWIN_SAVEPOINT "pgqlua_window"

@@ -119,7 +119,7 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 	static const char *const names[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
 	double warn = 300, crit = 900, fwarn = 1, fcrit = 0;
 	monitor_info m;
-	char err[1024], why[512] = "";
+	char err[1024], why[1024] = "";
 	int unreachable, st = 0;
 
 	check_timeout = 10;

@@ -21,7 +21,7 @@ typedef struct monitor_info {
 	long long target_batch;  /* last batch the target committed (0: none; -1: unknown) */
 	long long target_tick;
 	double target_age;       /* seconds since then */
-	char target_error[256];  /* why the target could not be read */
+	char target_error[512];  /* why the target could not be read */
 } monitor_info;
 
 /* Connect and read the consumer's figures.  0, or -1 with err (database
