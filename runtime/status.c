@@ -1,0 +1,180 @@
+/*
+ * status.c - `pgqlua status [--json] CONFIG` (see service.h): the running
+ * consumer's state file (pid, worker, script, last reload, role) beside
+ * its pid file, and PgQ's view of the consumer (monitor.c).
+ */
+#include "service.h"
+#include "daemon.h"
+#include "exitcode.h"
+#include "monitor.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* What status shows. */
+typedef struct status_view {
+	int running;
+	pid_t pid;
+	char started[32], script[PATH_MAX], loaded[32], reload_at[32], reload[600], role[16];
+	char wpid[32], wrestarts[32];
+	int dbok;
+	monitor_info m;
+	char err[1024];
+	time_t now;
+} status_view;
+
+/* The value of key in the state file's text, or "". */
+static void state_get(const char *state, const char *key, char *out, size_t len)
+{
+	size_t k = strlen(key);
+	out[0] = '\0';
+	for (const char *p = state; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (strncmp(p, key, k) == 0 && p[k] == '=') {
+			const char *e = strchr(p, '\n');
+			size_t n = e ? (size_t)(e - p - (ptrdiff_t)k - 1) : strlen(p + k + 1);
+			snprintf(out, len, "%.*s", (int)n, p + k + 1);
+			return;
+		}
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static void read_view(const config *cfg, status_view *v)
+{
+	char pidfile[PATH_MAX], statefile[PATH_MAX + 8], state[8192] = "";
+	int unreachable;
+
+	memset(v, 0, sizeof(*v));
+	v->now = time(NULL);
+	service_pidfile(cfg, pidfile, sizeof(pidfile));
+	snprintf(statefile, sizeof(statefile), "%s.state", pidfile);
+	v->running = daemon_pidfile_running(pidfile, &v->pid);
+	if (v->running) {
+		FILE *f = fopen(statefile, "r");
+		if (f) {
+			size_t n = fread(state, 1, sizeof(state) - 1, f);
+			state[n] = '\0';
+			fclose(f);
+		}
+	}
+	state_get(state, "started_at", v->started, sizeof(v->started));
+	state_get(state, "script", v->script, sizeof(v->script));
+	state_get(state, "script_loaded_at", v->loaded, sizeof(v->loaded));
+	state_get(state, "last_reload_at", v->reload_at, sizeof(v->reload_at));
+	state_get(state, "last_reload", v->reload, sizeof(v->reload));
+	state_get(state, "role", v->role, sizeof(v->role));
+	state_get(state, "worker_pid", v->wpid, sizeof(v->wpid));
+	state_get(state, "worker_restarts", v->wrestarts, sizeof(v->wrestarts));
+	v->dbok = monitor_query(cfg, &v->m, &unreachable, v->err, sizeof(v->err)) == 0;
+}
+
+static long long age(const status_view *v, const char *t)
+{
+	return t[0] ? (long long)(v->now - atoll(t)) : 0LL;
+}
+
+static void print_json(const config *cfg, const status_view *v)
+{
+	const monitor_info *m = &v->m;
+	printf("{\"consumer\":");
+	json_str(stdout, cfg->consumer_name);
+	printf(",\"queue\":");
+	json_str(stdout, cfg->queue_name);
+	printf(",\"running\":%s", v->running ? "true" : "false");
+	if (v->running) {
+		printf(",\"pid\":%d,\"uptime\":%lld,\"script\":", (int)v->pid, age(v, v->started));
+		json_str(stdout, v->script);
+		printf(",\"script_loaded_at\":%s,\"last_reload\":", v->loaded[0] ? v->loaded : "null");
+		json_str(stdout, v->reload);
+		printf(",\"last_reload_at\":%s,\"role\":", v->reload_at[0] && atoll(v->reload_at) ? v->reload_at : "null");
+		json_str(stdout, v->role[0] ? v->role : "active");
+		printf(",\"worker_pid\":%s,\"worker_restarts\":%s", v->wpid[0] ? v->wpid : "null",
+		       v->wrestarts[0] ? v->wrestarts : "0");
+	}
+	if (v->dbok && m->registered)
+		printf(",\"registered\":true,\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld,\"failed\":%lld",
+		       m->lag, m->last_seen, m->pending, m->failed < 0 ? 0 : m->failed);
+	else if (v->dbok)
+		printf(",\"registered\":false");
+	else {
+		printf(",\"database_error\":");
+		json_str(stdout, v->err);
+	}
+	if (v->dbok && m->has_target) {
+		printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m->last_tick,
+		       m->target_batch, m->target_tick);
+		if (m->target_batch < 0) {
+			printf(",\"target_error\":");
+			json_str(stdout, m->target_error);
+		}
+	}
+	printf("}\n");
+}
+
+static void print_text(const config *cfg, const status_view *v)
+{
+	const monitor_info *m = &v->m;
+	if (v->running) {
+		printf("consumer %s on queue %s: running (%s), pid %d, up %llds\n", cfg->consumer_name, cfg->queue_name,
+		       strcmp(v->role, "standby") == 0 ? "hot standby: another instance is active" : "active",
+		       (int)v->pid, age(v, v->started));
+		printf("worker: pid %s, %s restarts\n", v->wpid[0] ? v->wpid : "?", v->wrestarts[0] ? v->wrestarts : "0");
+		printf("script: %s (loaded %llds ago); last reload: %s\n", v->script, age(v, v->loaded),
+		       v->reload[0] ? v->reload : "none");
+	} else
+		printf("consumer %s on queue %s: not running\n", cfg->consumer_name, cfg->queue_name);
+	if (!v->dbok)
+		printf("database: %s\n", v->err);
+	else if (!m->registered)
+		printf("pgq: consumer not registered on the queue\n");
+	else
+		printf("pgq: lag %.1fs, last seen %.1fs ago, %lld pending events, %lld failed events\n", m->lag,
+		       m->last_seen, m->pending, m->failed < 0 ? 0 : m->failed);
+	if (v->dbok && m->has_target) {
+		if (m->target_batch < 0)
+			printf("target: %s\n", m->target_error);
+		else
+			printf("target: last completed batch %lld (tick %lld, %.1fs ago); source at tick %lld\n",
+			       m->target_batch, m->target_tick, m->target_age, m->last_tick);
+	}
+}
+
+int service_status(const char *config_path, int json)
+{
+	status_view *v;
+	config *cfg;
+	int rc;
+
+	if ((rc = service_load_config(config_path, &cfg)) != 0)
+		return rc;
+	if (!(v = malloc(sizeof(*v)))) {
+		fprintf(stderr, "pgqlua: out of memory\n");
+		config_free(cfg);
+		return EXIT_INTERNAL;
+	}
+	read_view(cfg, v);
+	if (json)
+		print_json(cfg, v);
+	else
+		print_text(cfg, v);
+	rc = v->running ? EXIT_OK_ : EXIT_NOT_RUNNING;
+	free(v);
+	config_free(cfg);
+	return rc;
+}
