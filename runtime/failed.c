@@ -85,13 +85,14 @@ int failed_record(pgconn *c, const char *queue, const char *consumer, const PGre
 	params[1] = consumer;
 	for (int i = 0; i < PGQ_EV_NCOLS; i++)
 		params[2 + i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
-	params[2 + PGQ_EV_TIME] = PQgetvalue(res, row, PGQ_EV_TIME_US);   /* exact, not the text */
+	if (!(params[2 + PGQ_EV_TIME] = pgq_event_time(res, row, err, errlen)))
+		return -1;
 	params[12] = reason;
 	r = pgconn_exec(c,
 	                "insert into pgqlua.failed_event (queue_name, consumer_name, ev_id, ev_time,"
 	                " ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3,"
 	                " ev_extra4, reason)"
-	                " values ($1, $2, $3, " PGQ_TIME_FROM_US("4") ", $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+	                " values ($1, $2, $3, $4::timestamptz, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 	                " on conflict (queue_name, consumer_name, ev_id) do update set"
 	                " ev_retry = excluded.ev_retry, reason = excluded.reason, failed_at = now()",
 	                13, params, err, errlen);

@@ -91,8 +91,7 @@ PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *er
 	/* the events, each with its exact time, then the end marker (a row
 	 * of NULLs); all numbered */
 	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
-	                           " select u.*, row_number() over () from ("
-	                           "select b.*, (extract(epoch from b.ev_time) * 1000000)::int8 from (";
+	                           " select u.*, row_number() over () from (select b.* from (";
 	char tail[160];
 	size_t n = strlen(b->sql);
 	char *sql;
@@ -100,7 +99,7 @@ PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *er
 	int got;
 
 	snprintf(tail, sizeof(tail), ") b union all select null, null, null, null, null, null, null,"
-	                             " null, null, null, null) u; fetch %d from " CURSOR_NAME, fetch_size);
+	                             " null, null, null) u; fetch %d from " CURSOR_NAME, fetch_size);
 	sql = malloc(sizeof(head) + n + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
@@ -192,6 +191,36 @@ int pgq_cursor_explain(pgconn *c, const pgq_cursor_guard *g, char *err, size_t e
 	return 1;
 }
 
+/* YYYY-MM-DD HH:MM:SS[.ffffff](+|-)HH[:MM[:SS]][ BC]: what DateStyle ISO
+ * prints for a timestamptz. */
+static int iso_time(const char *t)
+{
+	static const char shape[] = "dddd-dd-dd dd:dd:dd";
+	size_t i;
+	for (i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? !(t[i] >= '0' && t[i] <= '9') : t[i] != shape[i])
+			return 0;
+	t += i;
+	if (*t == '.')
+		for (t++; *t >= '0' && *t <= '9'; t++)
+			;
+	if (*t != '+' && *t != '-')
+		return 0;
+	for (t++; (*t >= '0' && *t <= '9') || *t == ':'; t++)
+		;
+	return *t == '\0' || strcmp(t, " BC") == 0;
+}
+
+const char *pgq_event_time(const PGresult *res, int row, char *err, size_t errlen)
+{
+	const char *t = PQgetvalue(res, row, PGQ_EV_TIME);
+	if (iso_time(t) || strcmp(t, "infinity") == 0 || strcmp(t, "-infinity") == 0)
+		return t;
+	snprintf(err, errlen, "event %s: its ev_time is not in ISO 8601 (did the script change DateStyle?);"
+	         " it cannot be sent back exactly", PQgetvalue(res, row, PGQ_EV_ID));
+	return NULL;
+}
+
 int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PGresult *res,
                     int row, double delay, char *err, size_t errlen)
 {
@@ -206,7 +235,8 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	params[1] = consumer;
 	params[2] = secs;
 	params[3] = PQgetvalue(res, row, PGQ_EV_ID);
-	params[4] = PQgetvalue(res, row, PGQ_EV_TIME_US);
+	if (!(params[4] = pgq_event_time(res, row, err, errlen)))
+		return -1;
 	params[5] = retry;
 	for (int i = 0; i < 6; i++) {
 		int col = PGQ_EV_TYPE + i;
@@ -214,7 +244,7 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 	}
 	r = pgconn_exec(c,
 	                "select pgq.event_retry_raw($1, $2, now() + $3::float8 * interval '1 second',"
-	                " $4::int8, " PGQ_TIME_FROM_US("5") ", $6::int4, $7, $8, $9, $10, $11, $12)",
+	                " $4::int8, $5::timestamptz, $6::int4, $7, $8, $9, $10, $11, $12)",
 	                12, params, err, errlen);
 	if (!r)
 		return -1;

@@ -9,22 +9,22 @@
 #include "pgconn.h"
 
 /* Columns of a batch cursor row: the event's, in pgq.get_batch_cursor
- * order (PGQ_EV_NCOLS of them, what the script sees), then the runtime's
- * own: ev_time exactly, as microseconds since 1970-01-01 00:00 UTC (what
- * retries and the failed-event table send back, never the text), and the
- * row's number in the cursor (1, 2, ...), which shows whether anything
- * moved or closed it.  After the last event comes an end marker: a row
- * whose other columns are all NULL. */
+ * order (PGQ_EV_NCOLS of them, what the script sees), then the row's
+ * number in the cursor (1, 2, ...), which shows whether anything moved or
+ * closed it.  After the last event comes an end marker: a row whose other
+ * columns are all NULL. */
 enum pgq_ev_col {
 	PGQ_EV_ID = 0, PGQ_EV_TIME, PGQ_EV_TXID, PGQ_EV_RETRY, PGQ_EV_TYPE, PGQ_EV_DATA,
 	PGQ_EV_EXTRA1, PGQ_EV_EXTRA2, PGQ_EV_EXTRA3, PGQ_EV_EXTRA4, PGQ_EV_NCOLS,
-	PGQ_EV_TIME_US = PGQ_EV_NCOLS, PGQ_EV_ROW, PGQ_CURSOR_NCOLS
+	PGQ_EV_ROW = PGQ_EV_NCOLS, PGQ_CURSOR_NCOLS
 };
 
-/* SQL for a timestamptz from the microseconds of PGQ_EV_TIME_US in
- * parameter $N (N a string literal): no text round trip, so no DateStyle
- * or TimeZone can shift it. */
-#define PGQ_TIME_FROM_US(N) "(timestamptz '1970-01-01 00:00:00+00' + $" N "::int8 * interval '1 microsecond')"
+/* ev_time of row `row` as it goes back to the server (retries, the
+ * failed-event table): the text the runtime's session printed in ISO 8601
+ * with a numeric offset, which PostgreSQL reads back to the microsecond in
+ * any DateStyle and TimeZone.  NULL, with err, when the text is not ISO
+ * 8601 (a script changed the session's DateStyle): never a guess. */
+const char *pgq_event_time(const PGresult *res, int row, char *err, size_t errlen);
 
 typedef struct pgq_batch {
 	long long batch_id;

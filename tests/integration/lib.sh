@@ -23,6 +23,8 @@ if [ "${PGQLUA_VALGRIND:-0}" == 1 ]; then   # memcheck runs the consumer ~20x sl
 fi
 # scaled SECONDS: SECONDS times the time scale, rounded up to whole seconds
 scaled() { awk -v s="$1" -v k="$TIME_SCALE" 'BEGIN { v = s * k; printf "%d", (v == int(v)) ? v : int(v) + 1 }'; }
+# scaledf SECONDS: the same, not rounded (for limits a test gives the runtime)
+scaledf() { awk -v s="$1" -v k="$TIME_SCALE" 'BEGIN { print s * k }'; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgqlua-test.XXXXXX")
 TEST_NAME=$(basename "$0" .sh)

@@ -18,6 +18,7 @@ function process_event(ev, db)
   end
   db:exec("insert into r_limits values ($1, $2)", ev.id, ev.data)
 end' "event_timeout: 0.3
+kill_grace: $(scaledf 2)
 lua_memory_limit: 32MB
 max_retries: 0"
 sql "select pgq.insert_event('q_limits', 'x', d) from unnest(array['a','loop','sneaky','hog','b']) d" > /dev/null

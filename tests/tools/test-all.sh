@@ -61,7 +61,7 @@ run_suite() {   # BUILD_DIR CMAKE_ARGS...
 	cmake --build "$dir" -j"$jobs"
 	echo "==> ctest in $dir"
 	# shellcheck disable=SC2086
-	(cd "$dir" && ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-})
+	(cd "$dir" && ctest --output-on-failure --timeout 1800 ${CTEST_ARGS:-})
 }
 
 mkdir -p build-ci
