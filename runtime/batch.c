@@ -180,8 +180,12 @@ static int took_sql_error(pgqlua_consumer *c, const char *who, char *msg, size_t
 static int struck(pgqlua_consumer *c, const char *id, lb_result *r)
 {
 	char why[256];
-	long long ev = atoll(id);
-	int n = watch_strikes(ev, why, sizeof(why));
+	long long ev;
+	int n;
+	if (!watch_any_strikes())
+		return 0;
+	ev = atoll(id);
+	n = watch_strikes(ev, why, sizeof(why));
 	if (n <= 0 || n < c->cfg->max_crashes)
 		return 0;
 	r->outcome = LB_FAILED;

@@ -170,22 +170,26 @@ void watch_attach(watch_page *p, const char *strike_path)
 	nstrikes = strike_path ? strikes_read(strike_path, strikes, STRIKES_MAX) : 0;
 }
 
+/* The parent reads the page a few times a second: plain (relaxed) stores
+ * are enough, and cost nothing next to an event. */
+#define STORE(field, v) atomic_store_explicit(&page->field, v, memory_order_relaxed)
+
 void watch_begin(watch_phase phase, long long ev_id, double timeout)
 {
 	if (!page)
 		return;
-	page->ev_id = ev_id;
-	page->timeout = timeout;
-	page->deadline = timeout > 0 ? clock_mono() + timeout : 0;
-	page->phase = phase;
+	STORE(ev_id, ev_id);
+	STORE(timeout, timeout);
+	STORE(deadline, timeout > 0 ? clock_mono() + timeout : 0);
+	STORE(phase, (int)phase);
 }
 
 void watch_end(void)
 {
 	if (!page)
 		return;
-	page->phase = WATCH_IDLE;
-	page->deadline = 0;
+	STORE(phase, (int)WATCH_IDLE);
+	STORE(deadline, 0.0);
 }
 
 void watch_ready(void)
@@ -197,6 +201,11 @@ void watch_ready(void)
 int watch_restarts(void)
 {
 	return page ? page->restarts : 0;
+}
+
+int watch_any_strikes(void)
+{
+	return nstrikes > 0;
 }
 
 int watch_strikes(long long ev_id, char *why, size_t whylen)

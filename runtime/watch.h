@@ -50,6 +50,8 @@ void watch_begin(watch_phase phase, long long ev_id, double timeout);
 void watch_end(void);
 void watch_ready(void);
 int watch_restarts(void);
+/* Are there strikes against any event?  (Cheap: checked per event.) */
+int watch_any_strikes(void);
 /* Strikes against ev_id (0 when none), with the last death's reason. */
 int watch_strikes(long long ev_id, char *why, size_t whylen);
 /* ev_id went to the failed-event table: drop its strikes once its batch
