@@ -234,14 +234,26 @@ def bench_size(args, cl, b, res):
 
 
 def callgrind_ir(cmd, outfile):
-    subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + outfile] + cmd,
+    """Instructions of the whole run: `pgqlua run` forks its worker from the
+    supervising parent, so every process writes its own file (%p); their
+    totals add up."""
+    import glob
+    for old in glob.glob(outfile + ".*"):
+        os.remove(old)
+    subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + outfile + ".%p"] + cmd,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(outfile) as f:
-        for line in f:
-            m = re.match(r"(summary|totals):\s+(\d+)", line)
-            if m:
-                return int(m.group(2))
-    raise SystemExit("bench: no totals in " + outfile)
+    total, found = 0, 0
+    for path in glob.glob(outfile + ".*"):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"(summary|totals):\s+(\d+)", line)
+                if m:
+                    total += int(m.group(2))
+                    found += 1
+                    break
+    if not found:
+        raise SystemExit("bench: no totals in " + outfile + ".*")
+    return total
 
 
 def bench_callgrind(args, cl, sizes, resdir):
