@@ -396,7 +396,7 @@ static void state_get(const char *state, const char *key, char *out, size_t len)
 		}
 }
 
-static void json_str(FILE *f, const char *s)
+void service_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {
@@ -446,18 +446,18 @@ int service_status(const char *config_path, int json)
 
 	if (json) {
 		printf("{\"consumer\":");
-		json_str(stdout, cfg->consumer_name);
+		service_json_str(stdout, cfg->consumer_name);
 		printf(",\"queue\":");
-		json_str(stdout, cfg->queue_name);
+		service_json_str(stdout, cfg->queue_name);
 		printf(",\"running\":%s", running ? "true" : "false");
 		if (running) {
 			printf(",\"pid\":%d,\"uptime\":%lld,\"script\":", (int)pid,
 			       started[0] ? (long long)(now - atoll(started)) : 0LL);
-			json_str(stdout, script);
+			service_json_str(stdout, script);
 			printf(",\"script_loaded_at\":%s,\"last_reload\":", loaded[0] ? loaded : "null");
-			json_str(stdout, reload);
+			service_json_str(stdout, reload);
 			printf(",\"last_reload_at\":%s,\"role\":", reload_at[0] && atoll(reload_at) ? reload_at : "null");
-			json_str(stdout, role[0] ? role : "active");
+			service_json_str(stdout, role[0] ? role : "active");
 			printf(",\"worker_pid\":%s,\"worker_restarts\":%s", wpid[0] ? wpid : "null",
 			       wrestarts[0] ? wrestarts : "0");
 		}
@@ -468,14 +468,14 @@ int service_status(const char *config_path, int json)
 			printf(",\"registered\":false");
 		else {
 			printf(",\"database_error\":");
-			json_str(stdout, err);
+			service_json_str(stdout, err);
 		}
 		if (dbok && m.has_target) {
 			printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m.last_tick,
 			       m.target_batch, m.target_tick);
 			if (m.target_batch < 0) {
 				printf(",\"target_error\":");
-				json_str(stdout, m.target_error);
+				service_json_str(stdout, m.target_error);
 			}
 		}
 		printf("}\n");
