@@ -8,6 +8,7 @@
  */
 #include "batch.h"
 #include "clock.h"
+#include "lbridge.h"
 #include "log.h"
 #include "watch.h"
 
@@ -274,6 +275,7 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 	consumer_tell(c, NOTE_READY, NULL);
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
 	         c->cfg->queue_name, c->cfg->script);
+	log_debug("Lua modules from %s", lb_lua_dir());
 	while (!c->stop_requests) {
 		consumer_tell(c, NOTE_TICK, NULL);
 		if (c->reload_requested)
