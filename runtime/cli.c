@@ -547,6 +547,12 @@ int cli_main(int argc, char **argv)
 		a.command = argv[2];
 		first = 3;
 	}
+	if (cmd->run == cmd_seek || cmd->run == cmd_peek)
+		for (int i = first; i < argc; i++)
+			if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+				printf("Usage: pgqlua %s\n  %s\n", cmd->usage, cmd->help);
+				return 0;
+			}
 	if (strcmp(cmd->options, "*") == 0) {
 		/* the command parses its own arguments (after CONFIG, if it takes one) */
 		if (cmd->needs_config && first < argc && argv[first][0] != '-')
