@@ -71,7 +71,9 @@ if cc -o "$WORK/embed" "$ROOT/tests/embed/embed_example.c" $(pkg-config --cflags
 		"$(LD_LIBRARY_PATH="$P/lib" ldd "$WORK/embed")"
 	sql "select pgq.insert_event('q_inst', 'x', 'v=c' || g) from generate_series(1, 4) g" > /dev/null
 	wait_until 30 tick_target q_inst > /dev/null || fail "the events were never ticked"
-	out=$(PGQLUA_LUA_DIR="$P/share/pgqlua/lua" LD_LIBRARY_PATH="$P/lib" "$WORK/embed" "$WORK/c_inst.yaml" 2>&1) \
+	# a sanitizer build's library needs its runtime loaded first
+	asan=$(LD_LIBRARY_PATH="$P/lib" ldd "$WORK/embed" | sed -n 's/.*=> \(.*libasan[^ ]*\) .*/\1/p')
+	out=$(LD_PRELOAD="$asan" PGQLUA_LUA_DIR="$P/share/pgqlua/lua" LD_LIBRARY_PATH="$P/lib" "$WORK/embed" "$WORK/c_inst.yaml" 2>&1) \
 		&& ok "the example runs on the installed library" || fail "the example failed: $out"
 	expect_eq "and consumes" "4" "$(sql "select count(*) from r_inst where data like 'c%'")"
 else
