@@ -8,6 +8,7 @@
  * no-ops (target.h).
  */
 #include "batch.h"
+#include "clock.h"
 #include "failed.h"
 #include "fault.h"
 #include "log.h"
@@ -213,7 +214,12 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	if (!struck(c, id, &r)) {
 		watch_begin(WATCH_EVENT, atoll(id), c->cfg->event_timeout);
 		fault_segv("segv_in_event", PQgetvalue(res, row, PGQ_EV_DATA));
-		lb_call_event(c->script, res, row, &r);
+		if (c->metrics) {
+			double t0 = clock_mono();
+			lb_call_event(c->script, res, row, &r);
+			metrics_observe(&c->fig.event_seconds, clock_mono() - t0);
+		} else
+			lb_call_event(c->script, res, row, &r);
 		watch_end();
 	}
 	if (c->stop_requests > 1)
@@ -235,6 +241,8 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	}
 	log_outcome(id, &r);
 	c->stats.events++;
+	c->fig.events[r.outcome == LB_OK ? METRICS_OK : r.outcome == LB_RETRY ? METRICS_RETRY
+	              : r.outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR]++;
 	step = settle_event(c, res, row, &r);
 	if (step == STEP_NEXT)
 		step = settle_send_failures(c, res, 0);
@@ -343,6 +351,7 @@ static pgqlua_status abort_batch(pgqlua_consumer *c, const char *why)
 	target_reset(c->target);
 	pgq_rollback(c->conn);
 	c->stats.aborts++;
+	c->fig.aborts++;
 	log_warn("batch rolled back (%s); it will be delivered again", why);
 	return PGQLUA_BATCH_ABORTED;
 }
@@ -352,6 +361,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	char err[PGCONN_ERR_LEN], why[256] = "immediate stop";
 	long long n_events = 0;
 	pgq_cursor_guard guard = {.fetch_size = c->cfg->fetch_size};
+	double started = clock_mono();
 	event_step step = STEP_NEXT;
 	pgqlua_status st;
 	target_batch mode;
@@ -380,6 +390,8 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	watch_commit();
 	c->stats.batches++;
 	c->stats.lag = b->lag;
+	c->fig.batches++;
+	metrics_observe(&c->fig.batch_seconds, clock_mono() - started);
 	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
 out:
 	PQclear(res);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
+#include "seek.h"
 #include "service.h"
 #include "pgconn.h"
 #include "pgq.h"
@@ -54,6 +55,8 @@ static int cmd_install(cli_args *a);
 static int cmd_register(cli_args *a);
 static int cmd_unregister(cli_args *a);
 static int cmd_failed(cli_args *a);
+static int cmd_seek(cli_args *a);
+static int cmd_peek(cli_args *a);
 static int cmd_sample_config(cli_args *a);
 static int cmd_test(cli_args *a);
 
@@ -77,6 +80,10 @@ static const cli_command commands[] = {
 	{"unregister", cmd_unregister, "unregister CONFIG", "unregister the consumer (its pending events are dropped by PgQ)", 1, ""},
 	{"failed", cmd_failed, "failed list|retry|delete CONFIG [ID...|all]",
 	 "show failed events, put them back into the queue for this consumer, or delete them", 1, ""},
+	{"seek", cmd_seek, "seek CONFIG --tick N|--time TIMESTAMP|--latest [--yes]",
+	 "move a stopped consumer back to replay events or forward to skip them (--yes to skip)", 1, "*"},
+	{"peek", cmd_peek, "peek CONFIG [--limit N] [--json]",
+	 "show the next events the consumer would get, changing nothing", 1, "*"},
 	{"sample-config", cmd_sample_config, "sample-config", "print every config key with its default", 0, ""},
 	{"test", cmd_test, "test SCRIPT EVENTS|--event JSON", "run a script on events from a YAML/JSON file (- for stdin)"
 	 " without a database, with the mock batch runner", 0, "*"},
@@ -371,6 +378,119 @@ out:
 	return rc;
 }
 
+/* Options of seek and peek: CONFIG anywhere, --name VALUE or --name=VALUE
+ * for the names in `valued`, flags in `flags`.  Fills vals/set in the order
+ * of the names; returns 0 or a usage error's exit code. */
+static int parse_own_options(cli_args *a, const char *const *names, int nnames, const char **vals, int *set)
+{
+	int npos = a->npos;
+	a->npos = 0;
+	for (int i = 0; i < npos; i++) {
+		const char *arg = a->pos[i];
+		int k;
+		if (arg[0] != '-' || arg[1] == '\0') {
+			if (a->config)
+				return usage_error("%s: unexpected argument", arg);
+			a->config = arg;
+			continue;
+		}
+		for (k = 0; k < nnames; k++) {
+			const char *name = names[k] + 1;    /* names: "=--tick" takes a value, "---yes" not */
+			size_t n = strlen(name);
+			if (strncmp(arg, name, n) != 0 || (arg[n] != '\0' && arg[n] != '='))
+				continue;
+			if (names[k][0] == '-') {
+				if (arg[n] == '=')
+					return usage_error("%s takes no value", name);
+				vals[k] = "";
+			} else if (arg[n] == '=')
+				vals[k] = arg + n + 1;
+			else if (i + 1 < npos)
+				vals[k] = a->pos[++i];
+			else
+				return usage_error("%s needs a value", name);
+			set[k] = 1;
+			break;
+		}
+		if (k == nnames)
+			return usage_error("unknown option \"%s\"", arg);
+	}
+	if (!a->config)
+		return usage_error("%s: no CONFIG file given", a->command);
+	return 0;
+}
+
+static int positive_int(const char *s, long long max, long long *v)
+{
+	char *end;
+	errno = 0;
+	*v = strtoll(s, &end, 10);
+	return !errno && end != s && !*end && *v > 0 && *v <= max;
+}
+
+static int cmd_seek(cli_args *a)
+{
+	static const char *const names[] = {"=--tick", "=--time", "---latest", "---yes"};
+	const char *vals[4] = {NULL, NULL, NULL, NULL};
+	int set[4] = {0, 0, 0, 0}, rc;
+	long long tick;
+	seek_to to;
+	config *cfg;
+	pgconn *c = NULL;
+
+	if ((rc = parse_own_options(a, names, 4, vals, set)) != 0)
+		return rc;
+	if (set[0] + set[1] + set[2] != 1)
+		return usage_error("seek: give one of --tick N, --time TIMESTAMP or --latest%s", "");
+	if (set[0] && !positive_int(vals[0], 9223372036854775807LL, &tick))
+		return usage_error("seek: --tick \"%s\" is not a tick id (a positive integer)", vals[0]);
+	if (set[1] && !vals[1][0])
+		return usage_error("seek: --time needs a timestamp%s", "");
+	to = set[0] ? SEEK_TICK : set[1] ? SEEK_TIME : SEEK_LATEST;
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
+		return rc;
+	{
+		char pidfile[4096];
+		pid_t pid;
+		service_pidfile(cfg, pidfile, sizeof(pidfile));
+		if (daemon_pidfile_running(pidfile, &pid)) {
+			fprintf(stderr, "pgqlua: seek: consumer %s is running (pid %d, %s): stop it first\n",
+			        cfg->consumer_name, (int)pid, pidfile);
+			rc = EXIT_RUNNING;
+			goto out;
+		}
+	}
+	if ((rc = connect_config(cfg, &c)) != 0)
+		goto out;
+	rc = seek_consumer(c, cfg, to, set[0] ? vals[0] : vals[1], set[3], stdout);
+out:
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
+static int cmd_peek(cli_args *a)
+{
+	static const char *const names[] = {"=--limit", "---json"};
+	const char *vals[2] = {NULL, NULL};
+	int set[2] = {0, 0}, rc;
+	long long limit = 10;
+	config *cfg;
+	pgconn *c = NULL;
+
+	if ((rc = parse_own_options(a, names, 2, vals, set)) != 0)
+		return rc;
+	if (set[0] && !positive_int(vals[0], 1000000, &limit))
+		return usage_error("peek: --limit \"%s\" is not a number from 1 to 1000000", vals[0]);
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
+		return rc;
+	if ((rc = connect_config(cfg, &c)) == 0)
+		rc = seek_peek(c, cfg, (int)limit, set[1], stdout);
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
 static int cmd_sample_config(cli_args *a)
 {
 	(void)a;
@@ -427,6 +547,12 @@ int cli_main(int argc, char **argv)
 		a.command = argv[2];
 		first = 3;
 	}
+	if (cmd->run == cmd_seek || cmd->run == cmd_peek)
+		for (int i = first; i < argc; i++)
+			if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+				printf("Usage: pgqlua %s\n  %s\n", cmd->usage, cmd->help);
+				return 0;
+			}
 	if (strcmp(cmd->options, "*") == 0) {
 		/* the command parses its own arguments (after CONFIG, if it takes one) */
 		if (cmd->needs_config && first < argc && argv[first][0] != '-')

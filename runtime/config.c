@@ -45,6 +45,8 @@ static const cfg_key cfg_keys[] = {
 	{"logfile", CFG_PATH, OFF(logfile), NULL, 0, 0, "log file, relative to this file (unset: stderr)"},
 	{"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 0, "error, warn, info, debug or trace"},
 	{"log_syslog", CFG_BOOL, OFF(log_syslog), "false", 0, 0, "log to syslog (facility daemon) instead of stderr or logfile"},
+	{"metrics_listen", CFG_STR, OFF(metrics_listen), NULL, 0, 1, "serve Prometheus metrics on HOST:PORT (GET /metrics, e.g. \"127.0.0.1:9187\"; unset: off)"},
+	{"metrics_file", CFG_PATH, OFF(metrics_file), NULL, 0, 0, "write the Prometheus metrics to this file every stats_period, atomically, for node_exporter's textfile collector (unset: off)"},
 	{"shutdown_timeout", CFG_SECONDS, OFF(shutdown_timeout), "60", 0, 0, "seconds `pgqlua stop` waits for the current batch to finish"},
 };
 

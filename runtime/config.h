@@ -41,6 +41,8 @@ typedef struct config {
 	int max_crashes;         /* deaths of the worker in one event before it fails */
 	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
 	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
+	char *metrics_listen;    /* HOST:PORT for GET /metrics; NULL: off */
+	char *metrics_file;      /* Prometheus textfile, resolved; NULL: off */
 } config;
 
 typedef enum config_status {

@@ -150,6 +150,16 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		goto fail;
 	}
 	c->next_stats = clock_mono() + cfg->stats_period;
+	if (cfg->metrics_listen || cfg->metrics_file) {
+		st = PGQLUA_ERR_INTERNAL;
+		if (!(c->metrics = metrics_new(cfg->queue_name, cfg->consumer_name))) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		st = PGQLUA_ERR_CONFIG;
+		if (cfg->metrics_listen && metrics_listen(c->metrics, cfg->metrics_listen, err, errlen) != 0)
+			goto fail;
+	}
 	*out = c;
 	return PGQLUA_OK;
 fail:
@@ -174,6 +184,7 @@ void pgqlua_close(pgqlua_consumer *c)
 {
 	if (!c)
 		return;
+	metrics_free(c->metrics);   /* first: its thread reads nothing of ours, but stop it early */
 	lb_script_free(c->script);
 	ldb_free(c->db);
 	if (c->next_known == NEXT_READY)

@@ -8,6 +8,7 @@
 
 #include "consumer.h"
 #include "lbridge.h"
+#include "metrics.h"
 #include "ldb.h"
 #include "pgconn.h"
 #include "pgq.h"
@@ -51,6 +52,10 @@ struct pgqlua_consumer {
 	char last_error[PGCONN_ERR_LEN + 256];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	int syslog_fallback;       /* no logfile configured: syslog, not stderr */
+	metrics *metrics;          /* metrics_listen or metrics_file: the published figures */
+	metrics_figures fig;       /* the figures as the loop keeps them */
+	double next_metrics_db;    /* monotonic time of the next PgQ figures read */
+	double next_metrics_file;  /* and of the next metrics_file write */
 	consumer_notify_fn notify;
 	void *notify_arg;
 	atomic_int stop_requests;  /* set from signal handlers or threads */

@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +24,39 @@
 
 
 
+/* dir/PGQLUA_LUA_FROM_BIN into out when the modules are there (an
+ * installed program: the prefix it was installed or unpacked under). */
+static int lua_dir_beside_program(char *out, size_t len)
+{
+	char exe[PATH_MAX], probe[PATH_MAX + 64];
+	char *slash;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return 0;
+	exe[n] = '\0';
+	if (!(slash = strrchr(exe, '/')))
+		return 0;
+	*slash = '\0';
+	snprintf(probe, sizeof(probe), "%s/" PGQLUA_LUA_FROM_BIN "/pgqlua/init.lua", exe);
+	if (access(probe, R_OK) != 0)
+		return 0;
+	snprintf(out, len, "%s/" PGQLUA_LUA_FROM_BIN, exe);
+	return 1;
+}
+
 const char *lb_lua_dir(void)
 {
+	static char beside[PATH_MAX + 64];
+	static int looked;
 	const char *env = getenv("PGQLUA_LUA_DIR");
 	if (env && *env)
 		return env;
+	if (!looked)
+		looked = lua_dir_beside_program(beside, sizeof(beside)) ? 1 : -1;
+	if (looked > 0)
+		return beside;
 	if (access(PGQLUA_LUA_SRC_DIR "/pgqlua/init.lua", R_OK) == 0)
-		return PGQLUA_LUA_SRC_DIR;
+		return PGQLUA_LUA_SRC_DIR;   /* the program in its build tree */
 	return PGQLUA_LUA_INSTALL_DIR;
 }
 

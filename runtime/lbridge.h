@@ -28,7 +28,10 @@ typedef struct lb_result {
 	char msg[LB_MSG_LEN]; /* LB_FAILED reason or LB_ERROR message (file:line: ...) */
 } lb_result;
 
-/* The folders scripts' require() searches first: lua/ of the runtime. */
+/* The folder scripts' require() searches first, the runtime's Lua
+ * modules: $PGQLUA_LUA_DIR; else share/pgqlua/lua beside an installed
+ * program (any prefix); else the source tree's lua/ (the build tree's
+ * program); else the configured install folder. */
 const char *lb_lua_dir(void);
 
 /* Seconds the script's top level and init() may run: event_timeout when

@@ -8,6 +8,7 @@
  */
 #include "batch.h"
 #include "clock.h"
+#include "lbridge.h"
 #include "log.h"
 #include "watch.h"
 
@@ -89,6 +90,60 @@ static void log_stats(pgqlua_consumer *c, const char *what)
 	log_info("%s: %s", what, line);
 	consumer_tell(c, NOTE_STATS, line);
 	*o = *s;
+}
+
+#define METRICS_DB_PERIOD 30.0   /* PgQ figures for metrics without stats_period */
+
+/* PgQ's figures for the metrics, on the loop's connection between batches
+ * (a scrape never waits for the database). */
+static void metrics_read_db(pgqlua_consumer *c)
+{
+	const char *p[2] = {c->cfg->queue_name, c->cfg->consumer_name};
+	char err[PGCONN_ERR_LEN];
+	PGresult *res;
+	if (!pgconn_is_ok(c->conn))
+		return;
+	res = pgconn_exec(c->conn,
+	                  "select extract(epoch from lag)::float8, extract(epoch from last_seen)::float8,"
+	                  " coalesce(pending_events, 0),"
+	                  " (select count(*) from pgqlua.failed_event f where f.queue_name = $1 and f.consumer_name = $2)"
+	                  " from pgq.get_consumer_info($1, $2)",
+	                  2, p, err, sizeof(err));
+	if (!res) {
+		log_debug("metrics: reading PgQ's figures: %s", err);
+		return;
+	}
+	if (PQntuples(res) == 1) {
+		c->fig.db_known = 1;
+		c->fig.lag = PQgetisnull(res, 0, 0) ? 0 : atof(PQgetvalue(res, 0, 0));
+		c->fig.last_seen = PQgetisnull(res, 0, 1) ? 0 : atof(PQgetvalue(res, 0, 1));
+		c->fig.pending = atoll(PQgetvalue(res, 0, 2));
+		c->fig.failed_rows = atoll(PQgetvalue(res, 0, 3));
+	}
+	PQclear(res);
+}
+
+/* Publish the figures for scrapes; refresh PgQ's and write metrics_file
+ * when due (every stats_period), or now when `final`. */
+static void metrics_tick(pgqlua_consumer *c, int final)
+{
+	double now, period = c->cfg->stats_period > 0 ? c->cfg->stats_period : METRICS_DB_PERIOD;
+	if (!c->metrics)
+		return;
+	now = clock_mono();
+	if (now >= c->next_metrics_db || final) {
+		c->next_metrics_db = now + period;
+		metrics_read_db(c);
+	}
+	c->fig.up = pgconn_is_ok(c->conn) && c->script != NULL && !final;
+	c->fig.lua_memory = c->script ? (long long)lb_memory_used(c->script) : 0;
+	c->fig.worker_restarts = watch_restarts();
+	metrics_publish(c->metrics, &c->fig);
+	if (c->cfg->metrics_file && (now >= c->next_metrics_file || final)) {
+		c->next_metrics_file = now + period;
+		if (metrics_write_file(c->metrics, c->cfg->metrics_file) != 0)
+			log_warn("metrics_file %s: cannot write it", c->cfg->metrics_file);
+	}
 }
 
 static void maybe_log_stats(pgqlua_consumer *c)
@@ -231,11 +286,13 @@ static void reload(pgqlua_consumer *c)
 	c->cfg = ncfg;
 	consumer_apply_settings(c, ncfg);
 	log_info("reloaded: script %s", ncfg->script);
+	c->fig.reloads_ok++;
 	consumer_tell(c, NOTE_RELOADED, ncfg->script);
 	return;
 failed:
 	config_free(ncfg);
 	log_error("reload failed, keeping the old configuration and script: %s", err);
+	c->fig.reloads_failed++;
 	consumer_tell(c, NOTE_RELOAD_FAILED, err);
 }
 
@@ -274,11 +331,13 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 	consumer_tell(c, NOTE_READY, NULL);
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,
 	         c->cfg->queue_name, c->cfg->script);
+	log_debug("Lua modules from %s", lb_lua_dir());
 	while (!c->stop_requests) {
 		consumer_tell(c, NOTE_TICK, NULL);
 		if (c->reload_requested)
 			reload(c);
 		maybe_log_stats(c);
+		metrics_tick(c, 0);
 		st = pgqlua_run_batch(c);
 		if (st == PGQLUA_OK) {
 			c->backoff = 0;
@@ -302,6 +361,7 @@ pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 	if (c->stop_requests && (st == PGQLUA_OK || st == PGQLUA_NO_BATCH || st == PGQLUA_BATCH_ABORTED ||
 	                         st == PGQLUA_ERR_DB))
 		st = PGQLUA_STOPPED;
+	metrics_tick(c, 1);
 	log_totals(c, st);
 	return st;
 }

@@ -7,6 +7,7 @@
 #define PGQLUA_SERVICE_H
 
 #include "config.h"
+#include <stdio.h>
 
 /* `run` (detach == 0) and `start` (detach != 0): returns the exit code. */
 int service_run(const char *config_path, int once, int detach);
@@ -26,5 +27,8 @@ int service_config_exit(int st);
 /* Load the config for a command that does not run the script; on error
  * print one line and return the exit code (0 when loaded). */
 int service_load_config(const char *config_path, config **cfg);
+
+/* s as a JSON string, quoted and escaped. */
+void service_json_str(FILE *f, const char *s);
 
 #endif

@@ -41,19 +41,6 @@ static void state_get(const char *state, const char *key, char *out, size_t len)
 		}
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
 
 static void read_view(const config *cfg, status_view *v)
 {
@@ -93,17 +80,17 @@ static void print_json(const config *cfg, const status_view *v)
 {
 	const monitor_info *m = &v->m;
 	printf("{\"consumer\":");
-	json_str(stdout, cfg->consumer_name);
+	service_json_str(stdout, cfg->consumer_name);
 	printf(",\"queue\":");
-	json_str(stdout, cfg->queue_name);
+	service_json_str(stdout, cfg->queue_name);
 	printf(",\"running\":%s", v->running ? "true" : "false");
 	if (v->running) {
 		printf(",\"pid\":%d,\"uptime\":%lld,\"script\":", (int)v->pid, age(v, v->started));
-		json_str(stdout, v->script);
+		service_json_str(stdout, v->script);
 		printf(",\"script_loaded_at\":%s,\"last_reload\":", v->loaded[0] ? v->loaded : "null");
-		json_str(stdout, v->reload);
+		service_json_str(stdout, v->reload);
 		printf(",\"last_reload_at\":%s,\"role\":", v->reload_at[0] && atoll(v->reload_at) ? v->reload_at : "null");
-		json_str(stdout, v->role[0] ? v->role : "active");
+		service_json_str(stdout, v->role[0] ? v->role : "active");
 		printf(",\"worker_pid\":%s,\"worker_restarts\":%s", v->wpid[0] ? v->wpid : "null",
 		       v->wrestarts[0] ? v->wrestarts : "0");
 	}
@@ -114,14 +101,14 @@ static void print_json(const config *cfg, const status_view *v)
 		printf(",\"registered\":false");
 	else {
 		printf(",\"database_error\":");
-		json_str(stdout, v->err);
+		service_json_str(stdout, v->err);
 	}
 	if (v->dbok && m->has_target) {
 		printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m->last_tick,
 		       m->target_batch, m->target_tick);
 		if (m->target_batch < 0) {
 			printf(",\"target_error\":");
-			json_str(stdout, m->target_error);
+			service_json_str(stdout, m->target_error);
 		}
 	}
 	printf("}\n");
