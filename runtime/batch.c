@@ -353,7 +353,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	target_batch mode;
 	PGresult *res;
 
-	res = pgq_open_batch(c->conn, b, c->cfg->fetch_size, err, sizeof(err));
+	res = pgq_open_batch(c->conn, b, c->cfg->event_filter, c->cfg->fetch_size, err, sizeof(err));
 	if (!res) {
 		step = fail_db(c, "opening the batch cursor", err);
 		goto out;
@@ -376,7 +376,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	watch_commit();
 	c->stats.batches++;
 	c->stats.lag = b->lag;
-	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
+	log_debug("batch done: %lld events, %lld rows fetched, lag %.3fs", n_events, guard.rows, b->lag);
 out:
 	PQclear(res);
 	pgconn_drop_async(c->conn);

@@ -51,6 +51,7 @@ static const cfg_key cfg_keys[] = {
 	{"target_db", CFG_STR, OFF(target_db), NULL, 0, 1, "remote consumer: libpq conninfo or URI of the database the script's db writes to"},
 	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
+	{"event_filter", CFG_STR, OFF(event_filter), NULL, 0, 1, "SQL boolean expression over ev_id, ev_type, ev_data, ev_extra1..4: only matching events are read, on the server (unset: all)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},

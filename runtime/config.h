@@ -18,6 +18,7 @@ typedef struct config {
 	char *target_db;         /* remote consumer: where the script's db goes; NULL: local */
 	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
+	char *event_filter;      /* SQL boolean over the event's columns; NULL: every event */
 	char *script;            /* resolved against dir */
 	char *pidfile;
 	char *logfile;

@@ -240,18 +240,25 @@ failed:
 }
 
 /* Before the first batch: the queue, the consumer and the target's
- * tracking are there (a clear error and exit otherwise). */
-static int check_start(pgqlua_consumer *c)
+ * tracking are there, and event_filter is valid SQL (a clear error and
+ * exit otherwise). */
+static pgqlua_status check_start(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	if (consumer_connect(c) != 0)
-		return -1;
+		return PGQLUA_ERR_DB;
 	if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err)) != PGQ_DONE ||
 	    target_check(c->target, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
-		return -1;
+		return PGQLUA_ERR_DB;
 	}
-	return 0;
+	if (c->cfg->event_filter && pgq_check_filter(c->conn, c->cfg->event_filter, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error),
+		         "%s: event_filter is not an SQL boolean expression over the event's columns: %s",
+		         c->cfg->path, err);
+		return pgconn_is_ok(c->conn) ? PGQLUA_ERR_CONFIG : PGQLUA_ERR_DB;
+	}
+	return PGQLUA_OK;
 }
 
 static void log_totals(pgqlua_consumer *c, pgqlua_status st)
@@ -265,11 +272,11 @@ static void log_totals(pgqlua_consumer *c, pgqlua_status st)
 
 pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 {
-	pgqlua_status st = PGQLUA_OK;
+	pgqlua_status st = check_start(c);
 
-	if (check_start(c) != 0) {
+	if (st != PGQLUA_OK) {
 		consumer_tell(c, NOTE_START_FAILED, c->last_error);
-		return PGQLUA_ERR_DB;
+		return st;
 	}
 	consumer_tell(c, NOTE_READY, NULL);
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,

@@ -209,7 +209,7 @@ static int worker_main(void *arg)
 	st = pgqlua_run(s->c, s->once);
 	daemon_reset_signals();
 	rc = exit_code_of(st == PGQLUA_ERR_SCRIPT ? PGQLUA_ERR_INTERNAL : st);
-	if (st == PGQLUA_ERR_DB && pgqlua_last_error(s->c)[0] && !s->detach)
+	if ((st == PGQLUA_ERR_DB || st == PGQLUA_ERR_CONFIG) && pgqlua_last_error(s->c)[0] && !s->detach)
 		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(s->c));
 	if (pgqlua_last_error(s->c)[0]) {
 		char msg[1200];
