@@ -52,6 +52,8 @@ static const cfg_key cfg_keys[] = {
 	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"event_filter", CFG_STR, OFF(event_filter), NULL, 0, 1, "SQL boolean expression over ev_id, ev_type, ev_data, ev_extra1..4: only matching events are read, on the server (unset: all)"},
+	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer)"},
+	{"partition_key", CFG_STR, OFF(partition_key), NULL, 0, 1, "SQL expression over the event's columns: events with equal keys go to one partition, in order (unset: table and primary key of pgq's trigger events, else ev_id)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},
@@ -525,6 +527,11 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 						snprintf(err, errlen, "%s:%zu:%zu: fetch_size must be at least 1", name, line, col);
 						goto fail;
 					}
+					if (key->offset == OFF(partitions) && cfg->partitions > CONFIG_PARTITIONS_MAX) {
+						snprintf(err, errlen, "%s:%zu:%zu: partitions must be at most %d", name, line, col,
+						         CONFIG_PARTITIONS_MAX);
+						goto fail;
+					}
 				}
 				if (!in_list)
 					key = NULL;
@@ -656,6 +663,14 @@ void config_diff_restart_only(const config *a, const config *b, char *buf, size_
 	for (int i = 0; i < N_KEYS; i++) {
 		const cfg_key *k = &cfg_keys[i];
 		const char *x, *y;
+		if (k->restart_only && k->type == CFG_INT &&
+		    *(const int *)((const char *)a + k->offset) != *(const int *)((const char *)b + k->offset)) {
+			int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", k->name);
+			if (n < 0 || (size_t)n >= len - used)
+				break;
+			used += (size_t)n;
+			continue;
+		}
 		if (!k->restart_only || (k->type != CFG_STR && k->type != CFG_PATH))
 			continue;
 		x = *(char *const *)((const char *)a + k->offset);
@@ -674,6 +689,8 @@ int config_keep_restart_only(const config *running, config *next)
 	for (int i = 0; i < N_KEYS; i++) {
 		const cfg_key *k = &cfg_keys[i];
 		char **dst, *const *src, *copy = NULL;
+		if (k->restart_only && k->type == CFG_INT)
+			*(int *)((char *)next + k->offset) = *(const int *)((const char *)running + k->offset);
 		if (!k->restart_only || (k->type != CFG_STR && k->type != CFG_PATH))
 			continue;
 		src = (char *const *)((const char *)running + k->offset);

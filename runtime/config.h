@@ -8,6 +8,9 @@
 
 #include <stdio.h>
 
+/* partitions: at most this many (each is a PgQ consumer and a lock) */
+#define CONFIG_PARTITIONS_MAX 1024
+
 typedef struct config {
 	char *path;              /* the config file as given */
 	char *dir;               /* its folder: relative paths start here */
@@ -19,6 +22,8 @@ typedef struct config {
 	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *event_filter;      /* SQL boolean over the event's columns; NULL: every event */
+	int partitions;          /* a group of this many partitions; 0: ungrouped */
+	char *partition_key;     /* SQL over the event's columns; NULL: the default (group.c) */
 	char *script;            /* resolved against dir */
 	char *pidfile;
 	char *logfile;

@@ -8,6 +8,7 @@
  */
 #include "batch.h"
 #include "clock.h"
+#include "group.h"
 #include "log.h"
 #include "watch.h"
 
@@ -117,7 +118,7 @@ int consumer_connect(pgqlua_consumer *c)
 		log_warn("connection to %s lost", pgconn_safe_name(c->conn));
 		pgconn_close(c->conn, "lost while idle");
 	}
-	c->claimed = 0;   /* a new session: the claim is to be taken again */
+	group_claims_lost(c);   /* a new session: the claims are to be taken again */
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		if (c->polled)
@@ -129,6 +130,16 @@ int consumer_connect(pgqlua_consumer *c)
 	else
 		log_debug("connected to %s", pgconn_safe_name(c->conn));
 	c->listening = c->cfg->wakeup && pgconn_cmd(c->conn, "listen pgqlua_tick", err, sizeof(err)) == 0;
+	if (c->grouped) {
+		char sql[256];
+		group_member_id(c->member, sizeof(c->member));
+		group_member_sql(c->cfg, c->member, sql, sizeof(sql));
+		if (pgconn_cmd(c->conn, sql, err, sizeof(err)) != 0) {
+			snprintf(c->last_error, sizeof(c->last_error), "naming the group member: %s", err);
+			pgconn_close(c->conn, "naming the group member failed");
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -139,9 +150,11 @@ static pgqlua_status claim(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	pgq_result r;
-	if (c->claimed)
+	if (c->grouped)
+		return group_balance(c);
+	if (c->parts[0].claimed)
 		return PGQLUA_OK;
-	r = pgq_claim(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err));
+	r = pgq_claim(c->conn, c->cfg->queue_name, c->parts[0].name, err, sizeof(err));
 	if (r == PGQ_ERROR)
 		return consumer_db_failure(c, "claiming the consumer", err);
 	c->polled = 1;
@@ -159,12 +172,13 @@ static pgqlua_status claim(pgqlua_consumer *c)
 		consumer_tell(c, NOTE_ACTIVE, NULL);
 	}
 	c->standby = 0;
-	c->claimed = 1;
-	c->next_known = NEXT_UNKNOWN;
+	c->parts[0].claimed = 1;
+	c->parts[0].next_known = NEXT_UNKNOWN;
 	return PGQLUA_OK;
 }
 
-pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+/* The next batch of partition p, if one is ready, through batch.c. */
+static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 {
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
 	char err[PGCONN_ERR_LEN];
@@ -172,13 +186,9 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 	pgq_result r;
 	pgq_batch b;
 
-	if (consumer_connect(c) != 0)
-		return PGQLUA_ERR_DB;
-	if ((st = claim(c)) != PGQLUA_OK)
-		return st;
-	switch (c->next_known) {
+	switch (p->next_known) {
 	case NEXT_READY:
-		b = c->next;
+		b = p->next;
 		r = PGQ_DONE;
 		break;
 	case NEXT_NONE:
@@ -186,19 +196,46 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 		break;
 	case NEXT_UNKNOWN:
 	default:
-		r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+		r = pgq_next_batch(c->conn, c->cfg->queue_name, p->name, &k, &b, err, sizeof(err));
 		break;
 	}
-	c->next_known = NEXT_UNKNOWN;
+	p->next_known = NEXT_UNKNOWN;
 	if (r == PGQ_ERROR)
 		return consumer_db_failure(c, "pgq.next_batch_custom", err);
 	c->polled = 1;
 	if (r == PGQ_NONE)
 		return PGQLUA_NO_BATCH;
 	log_set_batch(b.batch_id);
+	if (c->grouped)
+		log_debug("partition %s: batch %lld", p->name, b.batch_id);
+	c->part = p;
 	st = batch_run(c, &b);
+	c->part = NULL;
 	free(b.sql);
 	return st;
+}
+
+pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+{
+	pgqlua_status st;
+
+	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	if ((st = claim(c)) != PGQLUA_OK)
+		return st;
+	/* each partition held in turn: the first with a batch ready runs it */
+	for (int k = 0; k < c->nparts; k++) {
+		int i = (c->rr + k) % c->nparts;
+		if (!c->parts[i].claimed)
+			continue;
+		st = run_part(c, &c->parts[i]);
+		if (st != PGQLUA_NO_BATCH) {
+			c->rr = (i + 1) % c->nparts;
+			return st;
+		}
+	}
+	c->polled = 1;
+	return PGQLUA_NO_BATCH;
 }
 
 static void reload(pgqlua_consumer *c)
@@ -247,8 +284,12 @@ static pgqlua_status check_start(pgqlua_consumer *c)
 	char err[PGCONN_ERR_LEN];
 	if (consumer_connect(c) != 0)
 		return PGQLUA_ERR_DB;
-	if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err)) != PGQ_DONE ||
-	    target_check(c->target, err, sizeof(err)) != 0) {
+	for (int i = 0; i < c->nparts; i++)
+		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->parts[i].name, err, sizeof(err)) != PGQ_DONE) {
+			snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+			return PGQLUA_ERR_DB;
+		}
+	if (target_check(c->target, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		return PGQLUA_ERR_DB;
 	}
@@ -256,6 +297,12 @@ static pgqlua_status check_start(pgqlua_consumer *c)
 		snprintf(c->last_error, sizeof(c->last_error),
 		         "%s: event_filter is not an SQL boolean expression over the event's columns: %s",
 		         c->cfg->path, err);
+		return pgconn_is_ok(c->conn) ? PGQLUA_ERR_CONFIG : PGQLUA_ERR_DB;
+	}
+	/* every partition's filter has the same shape: one check covers all */
+	if (c->grouped && pgq_check_filter(c->conn, c->parts[0].where, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error),
+		         "%s: partition_key is not an SQL expression over the event's columns: %s", c->cfg->path, err);
 		return pgconn_is_ok(c->conn) ? PGQLUA_ERR_CONFIG : PGQLUA_ERR_DB;
 	}
 	return PGQLUA_OK;

@@ -358,6 +358,13 @@ pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *e
 	return got < 0 ? PGQ_ERROR : got ? PGQ_DONE : PGQ_NONE;
 }
 
+int pgq_release(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	return scalar_int(c, "select pg_advisory_unlock(hashtext('pgqlua/' || $1), hashtext($2))::int", 2, p,
+	                  err, errlen) < 0 ? -1 : 0;
+}
+
 pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,
                                 char *err, size_t errlen)
 {

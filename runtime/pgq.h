@@ -144,9 +144,14 @@ pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consum
 
 /* Claim queue/consumer for this connection's session (an advisory lock,
  * released when the connection ends): one active instance per consumer,
- * on any machine.  PGQ_DONE claimed, PGQ_NONE another session holds it,
+ * on any machine; in a group, one owner per partition (consumer is the
+ * partition's PgQ consumer).  PGQ_DONE claimed, PGQ_NONE another session holds it,
  * PGQ_ERROR with err. */
 pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
+
+/* Give a claim of pgq_claim up (a group member hands a partition over,
+ * between batches).  0 or -1 with err. */
+int pgq_release(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
 
 /* Create the queue if missing; returns 1 created, 0 existed, -1 error. */
 int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen);
