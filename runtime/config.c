@@ -54,6 +54,7 @@ static const cfg_key cfg_keys[] = {
 	{"event_filter", CFG_STR, OFF(event_filter), NULL, 0, 1, "SQL boolean expression over ev_id, ev_type, ev_data, ev_extra1..4: only matching events are read, on the server (unset: all)"},
 	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer)"},
 	{"partition_key", CFG_STR, OFF(partition_key), NULL, 0, 1, "SQL expression over the event's columns: events with equal keys go to one partition, in order (unset: table and primary key of pgq's trigger events, else ev_id)"},
+	{"workers", CFG_INT, OFF(workers), "1", 0, 1, "`run` and `start` run this many worker processes under the one supervising parent: members of the group (partitions), or hot standbys of one consumer"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},
@@ -525,6 +526,11 @@ static config_status parse_events(yaml_parser_t *p, config *cfg, const char *nam
 					}
 					if (key->offset == OFF(fetch_size) && cfg->fetch_size < 1) {
 						snprintf(err, errlen, "%s:%zu:%zu: fetch_size must be at least 1", name, line, col);
+						goto fail;
+					}
+					if (key->offset == OFF(workers) && (cfg->workers < 1 || cfg->workers > CONFIG_WORKERS_MAX)) {
+						snprintf(err, errlen, "%s:%zu:%zu: workers must be 1 to %d", name, line, col,
+						         CONFIG_WORKERS_MAX);
 						goto fail;
 					}
 					if (key->offset == OFF(partitions) && cfg->partitions > CONFIG_PARTITIONS_MAX) {

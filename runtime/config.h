@@ -10,6 +10,8 @@
 
 /* partitions: at most this many (each is a PgQ consumer and a lock) */
 #define CONFIG_PARTITIONS_MAX 1024
+/* workers: at most this many processes under one parent */
+#define CONFIG_WORKERS_MAX 256
 
 typedef struct config {
 	char *path;              /* the config file as given */
@@ -22,6 +24,7 @@ typedef struct config {
 	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *event_filter;      /* SQL boolean over the event's columns; NULL: every event */
+	int workers;             /* worker processes under the supervising parent */
 	int partitions;          /* a group of this many partitions; 0: ungrouped */
 	char *partition_key;     /* SQL over the event's columns; NULL: the default (group.c) */
 	char *script;            /* resolved against dir */

@@ -57,6 +57,7 @@ struct pgqlua_consumer {
 	consumer_part *parts;      /* the consumer, or a group's partitions */
 	int nparts;
 	int grouped;               /* partitions: shared among members (group.c) */
+	int once;                  /* run --once: a member takes what it can and gives nothing up */
 	consumer_part *part;       /* whose batch runs now; NULL between batches */
 	int rr;                    /* the partition to look at first next time */
 	char member[64];           /* a group member's name: HOST:PID */

@@ -78,9 +78,7 @@ char *group_part_where(const config *cfg, int i, int *oom)
 	return s;
 }
 
-/* The partitions' names as a Postgres array literal, "{a,b}" (names are
- * quoted). */
-static char *names_array(const config *cfg)
+char *group_names_array(const config *cfg)
 {
 	int n = group_size(cfg);
 	size_t cap = 3, used = 1;
@@ -115,7 +113,7 @@ static char *names_array(const config *cfg)
 
 static int names_exec_count(pgconn *c, const config *cfg, const char *sql, char *err, size_t errlen)
 {
-	char *arr = names_array(cfg);
+	char *arr = group_names_array(cfg);
 	const char *p[2] = {cfg->queue_name, arr};
 	PGresult *res;
 	int n;
@@ -189,7 +187,7 @@ void group_member_sql(const config *cfg, const char *member, char *buf, size_t l
 
 int group_view_read(pgconn *c, const config *cfg, group_view *v, char *err, size_t errlen)
 {
-	char prefix[32], *arr = names_array(cfg);
+	char prefix[32], *arr = group_names_array(cfg);
 	const char *p[3];
 	PGresult *res;
 	int rows;
@@ -340,6 +338,14 @@ pgqlua_status group_balance(pgqlua_consumer *c)
 			first_max = 0;
 	hi = (n + members - 1) / members;
 	lo = n / members;
+	if (c->once) {
+		/* run --once drains what it holds and exits: it takes every
+		 * unowned partition and gives none up (none would be left behind) */
+		hi = n;
+		lo = n;
+		min = mine;
+		first_max = 0;
+	}
 	c->unowned_since = unowned ? (c->unowned_since > 0 ? c->unowned_since : now) : 0;
 	if (mine > hi)
 		st = give_up(c, members, "more than its share");

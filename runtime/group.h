@@ -27,6 +27,10 @@ char *group_part_name(const config *cfg, int i);
  * with *oom 0 when every event is read. */
 char *group_part_where(const config *cfg, int i, int *oom);
 
+/* The PgQ consumers' names as a Postgres array literal ("{\"a\",\"b\"}"),
+ * malloc'd; NULL when out of memory. */
+char *group_names_array(const config *cfg);
+
 /* Register every partition not registered yet, all at one tick (the
  * queue's latest, or the earliest of the partitions already registered),
  * in one transaction.  The number newly registered, or -1 with err. */

@@ -319,7 +319,10 @@ static void log_totals(pgqlua_consumer *c, pgqlua_status st)
 
 pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 {
-	pgqlua_status st = check_start(c);
+	pgqlua_status st;
+
+	c->once = once;
+	st = check_start(c);
 
 	if (st != PGQLUA_OK) {
 		consumer_tell(c, NOTE_START_FAILED, c->last_error);

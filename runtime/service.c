@@ -27,7 +27,7 @@
 typedef struct service {
 	pgqlua_consumer *c;
 	char pidfile[PATH_MAX];
-	char statefile[PATH_MAX + 8];
+	char statefile[PATH_MAX + 16];
 	int pid_fd;
 	int ready_fd;              /* start: the waiting parent's pipe; -1 otherwise */
 	time_t started_at;
@@ -191,6 +191,11 @@ static int worker_main(void *arg)
 
 	close(s->pid_fd);   /* the parent holds the lock */
 	s->pid_fd = -1;
+	if (supervise_worker_index() > 0) {
+		/* `status` reads the first worker's state; the others keep their own */
+		size_t n = strlen(s->statefile);
+		snprintf(s->statefile + n, sizeof(s->statefile) - n, ".%d", supervise_worker_index());
+	}
 	{
 		config_status cst = config_load(s->config_path, &cfg, err, sizeof(err));
 		if (cst != CONFIG_OK)
@@ -294,9 +299,14 @@ int service_run(const char *config_path, int once, int detach)
 		return EXIT_CANTCREAT;
 	}
 	s.main_pid = getpid();
-	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd};
+	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd, cfg->workers};
 	rc = supervise_run(&so, worker_main, &s);
 	unlink(s.statefile);
+	for (int i = 1; i < cfg->workers; i++) {
+		char extra[PATH_MAX + 32];
+		snprintf(extra, sizeof(extra), "%s.%d", s.statefile, i);
+		unlink(extra);
+	}
 	daemon_pidfile_remove(s.pidfile, s.pid_fd);
 	config_free(cfg);
 	return rc;
@@ -470,6 +480,20 @@ int service_status(const char *config_path, int json)
 			printf(",\"database_error\":");
 			json_str(stdout, err);
 		}
+		if (dbok && m.nparts > 0) {
+			printf(",\"members\":%d,\"unowned\":%d,\"partitions\":[", m.nmembers, m.unowned);
+			for (int i = 0; i < m.nparts; i++) {
+				const monitor_part *mp = &m.parts[i];
+				printf("%s{\"partition\":%d,\"registered\":%s,\"owner\":", i ? "," : "", i,
+				       mp->registered ? "true" : "false");
+				if (mp->owner[0])
+					json_str(stdout, mp->owner);
+				else
+					printf("null");
+				printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld}", mp->lag, mp->last_seen, mp->pending);
+			}
+			printf("]");
+		}
 		if (dbok && m.has_target) {
 			printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m.last_tick,
 			       m.target_batch, m.target_tick);
@@ -482,7 +506,10 @@ int service_status(const char *config_path, int json)
 	} else {
 		if (running) {
 			printf("consumer %s on queue %s: running (%s), pid %d, up %llds\n", cfg->consumer_name,
-			       cfg->queue_name, strcmp(role, "standby") == 0 ? "hot standby: another instance is active" : "active",
+			       cfg->queue_name,
+			       strcmp(role, "standby") != 0 ? "active"
+			       : cfg->partitions > 0 ? "a group member holding no partition"
+			                             : "hot standby: another instance is active",
 			       (int)pid, started[0] ? (long long)(now - atoll(started)) : 0LL);
 			printf("worker: pid %s, %s restarts\n", wpid[0] ? wpid : "?", wrestarts[0] ? wrestarts : "0");
 			printf("script: %s (loaded %llds ago); last reload: %s\n", script,
@@ -496,6 +523,14 @@ int service_status(const char *config_path, int json)
 		else
 			printf("pgq: lag %.1fs, last seen %.1fs ago, %lld pending events, %lld failed events\n", m.lag,
 			       m.last_seen, m.pending, m.failed < 0 ? 0 : m.failed);
+		if (dbok && m.nparts > 0) {
+			printf("group: %d partitions, %d without an owner; %d members: %s\n", m.nparts, m.unowned,
+			       m.nmembers, m.nmembers ? m.members : "none");
+			for (int i = 0; i < m.nparts; i++)
+				printf("  %s.p%dof%d: %s%s, lag %.1fs, last seen %.1fs ago, %lld pending events\n",
+				       cfg->consumer_name, i, m.nparts, m.parts[i].owner[0] ? "owner " : "no owner",
+				       m.parts[i].owner, m.parts[i].lag, m.parts[i].last_seen, m.parts[i].pending);
+		}
 		if (dbok && m.has_target) {
 			if (m.target_batch < 0)
 				printf("target: %s\n", m.target_error);
@@ -504,6 +539,8 @@ int service_status(const char *config_path, int json)
 				       m.target_batch, m.target_tick, m.target_age, m.last_tick);
 		}
 	}
+	if (dbok)
+		monitor_info_free(&m);
 	config_free(cfg);
 	return running ? EXIT_OK_ : EXIT_NOT_RUNNING;
 }

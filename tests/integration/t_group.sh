@@ -66,6 +66,11 @@ start m3
 wait_until 60 balanced 3 && ok "3 members share the 8 partitions within one of even: $(spread)" \
 	|| fail "3 members never balanced: $(spread)"
 
+st=$("$PGQLUA" status "$WORK/m1.yaml" || true)
+expect_match "status shows the group: partitions, owners and members" \
+	"group: 8 partitions, 0 without an owner; 3 members: .*c_grp\.p7of8: owner [^ ]+:[0-9]+, lag [0-9.]+s" "$(tr '\n' ' ' <<< "$st")"
+expect_match "check is OK while every partition has an owner" "^PGQLUA OK" "$("$PGQLUA" check "$WORK/m1.yaml")"
+
 rounds=0 kills=0 failovers=0
 live=(m1 m2 m3) spare=m4
 while [ $rounds -lt $ROUNDS ]; do
@@ -111,6 +116,12 @@ wait_until 60 balanced 3 && ok "a member joins: it gets its share from the other
 expect_match "members log the partitions they take and give up" "gave up partition c_grp\.p[0-7]of8" "$(cat "$WORK"/m*.log)"
 for m in "${live[@]}" "$victim" "$spare"; do kill -TERM "${PID[$m]}" 2>/dev/null || true; done
 for m in "${!PID[@]}"; do wait "${PID[$m]}" 2>/dev/null || true; done
+set +e
+out=$("$PGQLUA" check "$WORK/m1.yaml")
+rc=$?
+set -e
+expect_eq "check is CRITICAL when no partition has an owner: $out" "2" "$rc"
+expect_match "check says which partitions have no owner" "8 of 8 partitions have no owner \(0 members\)" "$out"
 
 # ---- a failed event records its partition; `failed retry` puts it back there
 sql "drop table if exists r_grpf; create table r_grpf (ev_id bigint primary key, data text)"
