@@ -55,6 +55,7 @@ static const cfg_key cfg_keys[] = {
 	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer)"},
 	{"partition_key", CFG_STR, OFF(partition_key), NULL, 0, 1, "SQL expression over the event's columns: events with equal keys go to one partition, in order (unset: table and primary key of pgq's trigger events, else ev_id)"},
 	{"workers", CFG_INT, OFF(workers), "1", 0, 1, "`run` and `start` run this many worker processes under the one supervising parent: members of the group (partitions), or hot standbys of one consumer"},
+	{"tcp_keepalive", CFG_SECONDS, OFF(tcp_keepalive), "10", 0, 0, "seconds of silence before the server probes a consumer's TCP connection (3 probes, a third of it apart): a lost machine's claims are freed within about twice this (0: the server's settings)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},

@@ -24,6 +24,7 @@ typedef struct config {
 	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
 	char *event_filter;      /* SQL boolean over the event's columns; NULL: every event */
+	double tcp_keepalive;    /* the server's tcp_keepalives_idle for our sessions; 0: its own */
 	int workers;             /* worker processes under the supervising parent */
 	int partitions;          /* a group of this many partitions; 0: ungrouped */
 	char *partition_key;     /* SQL over the event's columns; NULL: the default (group.c) */

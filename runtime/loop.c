@@ -130,6 +130,16 @@ int consumer_connect(pgqlua_consumer *c)
 	else
 		log_debug("connected to %s", pgconn_safe_name(c->conn));
 	c->listening = c->cfg->wakeup && pgconn_cmd(c->conn, "listen pgqlua_tick", err, sizeof(err)) == 0;
+	if (c->cfg->tcp_keepalive > 0) {
+		/* the server probes a silent connection: a member on a lost machine
+		 * loses its session, and with it its claims (no-op on a Unix socket) */
+		char sql[200];
+		int idle = (int)(c->cfg->tcp_keepalive + 0.5), gap = idle / 3;
+		snprintf(sql, sizeof(sql), "set tcp_keepalives_idle = %d; set tcp_keepalives_interval = %d;"
+		         " set tcp_keepalives_count = 3", idle > 0 ? idle : 1, gap > 0 ? gap : 1);
+		if (pgconn_cmd(c->conn, sql, err, sizeof(err)) != 0)
+			log_warn("tcp_keepalive not set: %s", err);
+	}
 	if (c->grouped) {
 		char sql[256];
 		group_member_id(c->member, sizeof(c->member));

@@ -124,13 +124,14 @@ expect_eq "check is CRITICAL when no partition has an owner: $out" "2" "$rc"
 expect_match "check says which partitions have no owner" "8 of 8 partitions have no owner \(0 members\)" "$out"
 
 # ---- a failed event records its partition; `failed retry` puts it back there
-sql "drop table if exists r_grpf; create table r_grpf (ev_id bigint primary key, data text)"
+sql "drop table if exists r_grpf; create table r_grpf (ev_id bigint primary key, data text, retry int)"
 new_consumer q_grpf c_grpf '
 function process_event(ev, db)
   if ev.data == "poison" and ev.retry == 0 and #db:exec("select 1 from r_grpf where data = $1", "cured") == 0 then
     return pgq.EVENT_FAILED, "poisoned"
   end
-  db:exec("insert into r_grpf values ($1, $2)", ev.id, ev.data)
+  if ev.data == "ok3" and ev.retry == 0 then return pgq.EVENT_RETRY, 0 end
+  db:exec("insert into r_grpf values ($1, $2, $3)", ev.id, ev.data, ev.retry)
 end' "partitions: 3"
 sql "select pgq.insert_event('q_grpf', 'x', case when g = 7 then 'poison' else 'ok' || g end) from generate_series(1, 20) g" > /dev/null
 wait_until 30 ticked q_grpf || fail "q_grpf never ticked"
@@ -142,6 +143,7 @@ drain_group || fail "q_grpf did not drain"
 part=$(sql "select pgq_consumer from pgqlua.failed_event where queue_name = 'q_grpf'")
 expect_match "the failed event records the partition that took it" '^c_grpf\.p[0-2]of3$' "$part"
 expect_eq "the other 19 events were applied once" "19" "$(sql "select count(*) from r_grpf")"
+expect_eq "a retried event came back through its partition's retry queue" "1" "$(sql "select retry from r_grpf where data = 'ok3'")"
 sql "insert into r_grpf values (0, 'cured')" > /dev/null
 expect_match "failed retry puts the event back into its partition" "put back into the queue for consumer $part" \
 	"$("$PGQLUA" failed retry "$WORK/c_grpf.yaml" all)"
