@@ -23,9 +23,10 @@
  * partition (logutriga: ev_type "I:pk1,pk2", ev_data urlencoded;
  * jsontriga: ev_type a JSON object with "pkey", ev_data JSON; sqltriga:
  * ev_type "I", "U" or "D" with no key: the table alone); any other event
- * its ev_id. */
+ * (and any without ev_extra1) its ev_id. */
 static const char default_key[] =
 	"case"
+	" when ev_extra1 is null then ev_id::text"   /* plain events first: the cheap case */
 	" when ev_type ~ '^[IUD]:' then ev_extra1 || '|' || coalesce((select string_agg(coalesce(kv.v, ''), '&' order by t.o)"
 	"  from unnest(string_to_array(substr(ev_type, 3), ',')) with ordinality t(k, o)"
 	"  left join lateral (select split_part(x, '=', 2) v from unnest(string_to_array(ev_data, '&')) x"
