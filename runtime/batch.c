@@ -84,13 +84,13 @@ static event_step apply_outcome(pgqlua_consumer *c, const PGresult *res, int row
 		break;
 	case ACTION_FAILED:
 		log_warn("event %s: moved to the failed-event table: %s", ev_id(res, row), o->reason);
-		if (failed_record(c->conn, cfg->queue_name, cfg->consumer_name, res, row, o->reason, err,
-		                  sizeof(err)) != 0)
+		if (failed_record(c->conn, cfg->queue_name, cfg->consumer_name, c->part->name, res, row, o->reason,
+		                  err, sizeof(err)) != 0)
 			return fail_db(c, "recording a failed event", err);
 		c->stats.failed++;
 		break;
 	case ACTION_RETRY:
-		if (pgq_retry_event(c->conn, cfg->queue_name, cfg->consumer_name, res, row, o->delay, err,
+		if (pgq_retry_event(c->conn, cfg->queue_name, c->part->name, res, row, o->delay, err,
 		                    sizeof(err)) != 0)
 			return fail_db(c, "pgq.event_retry_raw", err);
 		c->stats.retries++;
@@ -332,14 +332,14 @@ static event_step commit_batch(pgqlua_consumer *c, const pgq_batch *b)
 	if (target_commit(c->target, b->batch_id, b->cur_tick_id, err, sizeof(err)) != 0)
 		return fail_db(c, "committing the batch in the target", err);
 	fault_cut(c->conn, "cut_before_commit");
-	done = pgq_finish_and_next(c->conn, b->batch_id, c->cfg->queue_name, c->cfg->consumer_name, &k,
-	                           stopping ? NULL : &c->next, &next, err, sizeof(err));
+	done = pgq_finish_and_next(c->conn, b->batch_id, c->cfg->queue_name, c->part->name, &k,
+	                           stopping ? NULL : &c->part->next, &next, err, sizeof(err));
 	if (done == PGQ_COMMIT_UNKNOWN)
 		return fail_db(c, "finishing the batch (connection lost during the commit: taken as not committed)", err);
 	if (done == PGQ_NOT_COMMITTED)
 		return fail_db(c, "finishing the batch", err);
 	/* committed; an error of next_batch shows on the next try */
-	c->next_known = stopping || next == PGQ_ERROR ? NEXT_UNKNOWN : next == PGQ_DONE ? NEXT_READY : NEXT_NONE;
+	c->part->next_known = stopping || next == PGQ_ERROR ? NEXT_UNKNOWN : next == PGQ_DONE ? NEXT_READY : NEXT_NONE;
 	fault_point("after_source_commit");
 	return STEP_NEXT;
 }
@@ -367,7 +367,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	target_batch mode;
 	PGresult *res;
 
-	res = pgq_open_batch(c->conn, b, c->cfg->fetch_size, err, sizeof(err));
+	res = pgq_open_batch(c->conn, b, c->part->where, c->cfg->fetch_size, err, sizeof(err));
 	if (!res) {
 		step = fail_db(c, "opening the batch cursor", err);
 		goto out;
@@ -392,7 +392,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	c->stats.lag = b->lag;
 	c->fig.batches++;
 	metrics_observe(&c->fig.batch_seconds, clock_mono() - started);
-	log_debug("batch done: %lld events, lag %.3fs", n_events, b->lag);
+	log_debug("batch done: %lld events, %lld rows fetched, lag %.3fs", n_events, guard.rows, b->lag);
 out:
 	PQclear(res);
 	pgconn_drop_async(c->conn);

@@ -8,6 +8,7 @@
 #include "consumer.h"
 #include "daemon.h"
 #include "failed.h"
+#include "group.h"
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
@@ -215,6 +216,26 @@ static int cmd_munin(cli_args *a)
 	return rc;
 }
 
+/* Register (or unregister) the consumer, or every partition of a group
+ * (all at one tick).  How many changed, or -1 with err. */
+static int register_consumer(pgconn *c, const config *cfg, int reg, char *err, size_t errlen)
+{
+	if (cfg->partitions > 0)
+		return reg ? group_register(c, cfg, err, errlen) : group_unregister(c, cfg, err, errlen);
+	return reg ? pgq_register(c, cfg->queue_name, cfg->consumer_name, err, errlen)
+	           : pgq_unregister(c, cfg->queue_name, cfg->consumer_name, err, errlen);
+}
+
+static void print_registered(const config *cfg, int r)
+{
+	if (cfg->partitions > 0)
+		printf("consumer group %s on queue %s: %d partitions %s.p0of%d .. %s.p%dof%d, %d newly registered\n",
+		       cfg->consumer_name, cfg->queue_name, cfg->partitions, cfg->consumer_name, cfg->partitions,
+		       cfg->consumer_name, cfg->partitions - 1, cfg->partitions, r);
+	else
+		printf("consumer %s: %s\n", cfg->consumer_name, r ? "registered" : "already registered");
+}
+
 static int cmd_install(cli_args *a)
 {
 	config *cfg;
@@ -239,11 +260,11 @@ static int cmd_install(cli_args *a)
 		goto out;
 	}
 	printf("queue %s: %s\n", cfg->queue_name, r ? "created" : "exists");
-	if ((r = pgq_register(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err))) < 0) {
+	if ((r = register_consumer(c, cfg, 1, err, sizeof(err))) < 0) {
 		fprintf(stderr, "pgqlua: registering %s: %s\n", cfg->consumer_name, err);
 		goto out;
 	}
-	printf("consumer %s: %s\n", cfg->consumer_name, r ? "registered" : "already registered");
+	print_registered(cfg, r);
 	if (failed_install_schema(c, err, sizeof(err)) != 0) {
 		fprintf(stderr, "pgqlua: creating schema pgqlua: %s\n", err);
 		goto out;
@@ -290,15 +311,16 @@ static int registration(cli_args *a, int reg)
 		return rc;
 	if ((rc = connect_config(cfg, &c)) != 0)
 		goto out;
-	r = reg ? pgq_register(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err))
-	        : pgq_unregister(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err));
+	r = register_consumer(c, cfg, reg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "pgqlua: %s %s on %s: %s\n", reg ? "registering" : "unregistering",
 		        cfg->consumer_name, cfg->queue_name, err);
 		rc = EXIT_DB;
 		goto out;
 	}
-	if (reg)
+	if (reg && cfg->partitions > 0)
+		print_registered(cfg, r);
+	else if (reg)
 		printf("consumer %s on queue %s: %s\n", cfg->consumer_name, cfg->queue_name,
 		       r ? "registered" : "already registered");
 	else

@@ -24,6 +24,11 @@ static const cfg_key cfg_keys[] = {
 	{"target_db", CFG_STR, OFF(target_db), NULL, 0, 1, "remote consumer: libpq conninfo or URI of the database the script's db writes to"},
 	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
+	{"event_filter", CFG_STR, OFF(event_filter), NULL, 0, 1, "SQL boolean expression over ev_id, ev_type, ev_data, ev_extra1..4: only matching events are read, on the server (unset: all)"},
+	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer)"},
+	{"partition_key", CFG_STR, OFF(partition_key), NULL, 0, 1, "SQL expression over the event's columns: events with equal keys go to one partition, in order (unset: table and primary key of pgq's trigger events, else ev_id)"},
+	{"workers", CFG_INT, OFF(workers), "1", 0, 1, "`run` and `start` run this many worker processes under the one supervising parent: members of the group (partitions), or hot standbys of one consumer"},
+	{"tcp_keepalive", CFG_SECONDS, OFF(tcp_keepalive), "10", 0, 0, "seconds of silence before the server probes a consumer's TCP connection (3 probes, a third of it apart): a lost machine's claims are freed within about twice this (0: the server's settings)"},
 	{"script", CFG_PATH, OFF(script), NULL, 1, 0, "Lua script defining process_event(ev, db), relative to this file"},
 	{"loop_delay", CFG_SECONDS, OFF(loop_delay), "1", 0, 0, "seconds to wait when no batch is ready"},
 	{"wakeup", CFG_BOOL, OFF(wakeup), "true", 0, 0, "wake up when the queue ticks (LISTEN, trigger from `pgqlua install`) instead of only after loop_delay"},
@@ -147,6 +152,15 @@ static config_status take_value(parse_state *ps, config *cfg, const yaml_event_t
 	}
 	if (key->offset == OFF(fetch_size) && cfg->fetch_size < 1) {
 		snprintf(err, errlen, "%s:%zu:%zu: fetch_size must be at least 1", ps->name, line, col);
+		return CONFIG_ERR_INVALID;
+	}
+	if (key->offset == OFF(workers) && (cfg->workers < 1 || cfg->workers > CONFIG_WORKERS_MAX)) {
+		snprintf(err, errlen, "%s:%zu:%zu: workers must be 1 to %d", ps->name, line, col, CONFIG_WORKERS_MAX);
+		return CONFIG_ERR_INVALID;
+	}
+	if (key->offset == OFF(partitions) && cfg->partitions > CONFIG_PARTITIONS_MAX) {
+		snprintf(err, errlen, "%s:%zu:%zu: partitions must be at most %d", ps->name, line, col,
+		         CONFIG_PARTITIONS_MAX);
 		return CONFIG_ERR_INVALID;
 	}
 	return CONFIG_OK;
@@ -349,6 +363,14 @@ void config_diff_restart_only(const config *a, const config *b, char *buf, size_
 	for (int i = 0; i < N_KEYS; i++) {
 		const cfg_key *k = &cfg_keys[i];
 		const char *x, *y;
+		if (k->restart_only && k->type == CFG_INT &&
+		    *(const int *)((const char *)a + k->offset) != *(const int *)((const char *)b + k->offset)) {
+			int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", k->name);
+			if (n < 0 || (size_t)n >= len - used)
+				break;
+			used += (size_t)n;
+			continue;
+		}
 		if (!k->restart_only || (k->type != CFG_STR && k->type != CFG_PATH))
 			continue;
 		x = *(char *const *)((const char *)a + k->offset);
@@ -367,6 +389,8 @@ int config_keep_restart_only(const config *running, config *next)
 	for (int i = 0; i < N_KEYS; i++) {
 		const cfg_key *k = &cfg_keys[i];
 		char **dst, *const *src, *copy = NULL;
+		if (k->restart_only && k->type == CFG_INT)
+			*(int *)((char *)next + k->offset) = *(const int *)((const char *)running + k->offset);
 		if (!k->restart_only || (k->type != CFG_STR && k->type != CFG_PATH))
 			continue;
 		src = (char *const *)((const char *)running + k->offset);

@@ -8,6 +8,11 @@
 
 #include <stdio.h>
 
+/* partitions: at most this many (each is a PgQ consumer and a lock) */
+#define CONFIG_PARTITIONS_MAX 1024
+/* workers: at most this many processes under one parent */
+#define CONFIG_WORKERS_MAX 256
+
 typedef struct config {
 	char *path;              /* the config file as given */
 	char *dir;               /* its folder: relative paths start here */
@@ -18,6 +23,11 @@ typedef struct config {
 	char *target_db;         /* remote consumer: where the script's db goes; NULL: local */
 	char *timezone;          /* every connection's TimeZone; ev.time is shown in it */
 	int remote_event_mode;   /* remote_mode: 0 batch, 1 event */
+	char *event_filter;      /* SQL boolean over the event's columns; NULL: every event */
+	double tcp_keepalive;    /* the server's tcp_keepalives_idle for our sessions; 0: its own */
+	int workers;             /* worker processes under the supervising parent */
+	int partitions;          /* a group of this many partitions; 0: ungrouped */
+	char *partition_key;     /* SQL over the event's columns; NULL: the default (group.c) */
 	char *script;            /* resolved against dir */
 	char *pidfile;
 	char *logfile;

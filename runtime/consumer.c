@@ -7,6 +7,7 @@
 #include "consumer_state.h"
 #include "clock.h"
 #include "failed.h"
+#include "group.h"
 #include "log.h"
 #include "watch.h"
 
@@ -107,6 +108,35 @@ static pgqlua_status check_conninfo(const config *cfg, char *err, size_t errlen)
 	return PGQLUA_OK;
 }
 
+/* The consumer's PgQ consumers: itself, or a group's partitions. */
+static int open_parts(pgqlua_consumer *c, const config *cfg)
+{
+	int n = group_size(cfg), oom = 0;
+	if (!(c->parts = calloc((size_t)n, sizeof(consumer_part))))
+		return -1;
+	c->nparts = n;
+	c->grouped = cfg->partitions > 0;
+	for (int i = 0; i < n; i++) {
+		c->parts[i].name = group_part_name(cfg, i);
+		c->parts[i].where = group_part_where(cfg, i, &oom);
+		if (!c->parts[i].name || oom)
+			return -1;
+	}
+	return 0;
+}
+
+static void free_parts(pgqlua_consumer *c)
+{
+	for (int i = 0; c->parts && i < c->nparts; i++) {
+		if (c->parts[i].next_known == NEXT_READY)
+			free(c->parts[i].next.sql);
+		free(c->parts[i].name);
+		free(c->parts[i].where);
+	}
+	free(c->parts);
+	c->parts = NULL;
+}
+
 static int open_wake_pipe(pgqlua_consumer *c)
 {
 	int fds[2];
@@ -136,7 +166,12 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 	if ((st = check_conninfo(cfg, err, errlen)) != PGQLUA_OK)
 		goto fail;
 	st = PGQLUA_ERR_INTERNAL;
-	if (open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db, cfg->timezone)) || !(c->target = target_new(cfg)) ||
+	if (cfg->partitions > 0 && cfg->target_db) {
+		snprintf(err, errlen, "%s: partitions: a remote consumer (target_db) cannot be a group yet", cfg->path);
+		st = PGQLUA_ERR_CONFIG;
+		goto fail;
+	}
+	if (open_parts(c, cfg) != 0 || open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db, cfg->timezone)) || !(c->target = target_new(cfg)) ||
 	    !(c->db = ldb_new())) {
 		snprintf(err, errlen, "out of memory or file descriptors");
 		goto fail;
@@ -187,8 +222,7 @@ void pgqlua_close(pgqlua_consumer *c)
 	metrics_free(c->metrics);   /* first: its thread reads nothing of ours, but stop it early */
 	lb_script_free(c->script);
 	ldb_free(c->db);
-	if (c->next_known == NEXT_READY)
-		free(c->next.sql);
+	free_parts(c);
 	pgconn_free(c->conn);
 	target_free(c->target);
 	config_free(c->cfg);

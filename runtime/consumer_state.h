@@ -33,6 +33,18 @@ typedef enum next_state {
 	NEXT_NONE              /* none was ready at the last batch's commit */
 } next_state;
 
+/* One PgQ consumer of this config: the consumer itself, or one partition
+ * of a group (group.h).  Its claim is held on the consumer's connection,
+ * which runs its batches. */
+typedef struct consumer_part {
+	char *name;                /* its PgQ consumer name */
+	char *where;               /* its batch cursor filter; NULL: every event */
+	int claimed;               /* conn holds its claim (pgq_claim) */
+	next_state next_known;
+	pgq_batch next;            /* NEXT_READY: its next batch */
+	double released_at;        /* monotonic: when this member gave it up */
+} consumer_part;
+
 struct pgqlua_consumer {
 	config *cfg;
 	pgconn *conn;              /* the queue's database */
@@ -43,12 +55,18 @@ struct pgqlua_consumer {
 	double next_stats;         /* monotonic time of the next stats line */
 	double backoff;            /* seconds; 0 after a success */
 	int polled;                /* a next_batch call has succeeded once */
-	pgq_batch next;            /* NEXT_READY: the next batch */
+	consumer_part *parts;      /* the consumer, or a group's partitions */
+	int nparts;
+	int grouped;               /* partitions: shared among members (group.c) */
+	int once;                  /* run --once: a member takes what it can and gives nothing up */
+	consumer_part *part;       /* whose batch runs now; NULL between batches */
+	int rr;                    /* the partition to look at first next time */
+	char member[64];           /* a group member's name: HOST:PID */
+	double next_balance;       /* monotonic: the next look at the group's owners */
+	double unowned_since;      /* monotonic: a partition has had no owner since */
 	const pgq_cursor_guard *guard; /* the open batch's cursor; NULL between batches */
-	next_state next_known;
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
-	int claimed;               /* conn holds the consumer's claim (pgq_claim) */
-	int standby;               /* another instance holds it: waiting */
+	int standby;               /* another instance holds it (a group: no partition held): waiting */
 	char last_error[PGCONN_ERR_LEN + 256];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	int syslog_fallback;       /* no logfile configured: syslog, not stderr */
@@ -72,5 +90,12 @@ pgqlua_status consumer_db_failure(pgqlua_consumer *c, const char *what, const ch
 
 /* loop.c */
 int consumer_connect(pgqlua_consumer *c);
+
+/* group.c: between batches, look at the group's owners (at most every
+ * half second), take unowned partitions up to this member's share and
+ * give one up when it holds more; PGQLUA_OK or a database failure. */
+pgqlua_status group_balance(pgqlua_consumer *c);
+/* The connection is new: no claim is held any more. */
+void group_claims_lost(pgqlua_consumer *c);
 
 #endif

@@ -51,7 +51,10 @@ static const char schema_sql[] =
 	" ev_extra4 text,"
 	" reason text not null,"
 	" failed_at timestamptz not null default now(),"
-	" primary key (queue_name, consumer_name, ev_id))";
+	" primary key (queue_name, consumer_name, ev_id));"
+	/* a group's partition: the PgQ consumer that took the event (NULL:
+	 * consumer_name itself) */
+	"alter table pgqlua.failed_event add column if not exists pgq_consumer text";
 
 /* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
 static const char wakeup_sql[] =
@@ -75,10 +78,10 @@ int failed_install_wakeup(pgconn *c, char *err, size_t errlen)
 	return pgconn_install(c, wakeup_sql, err, errlen);
 }
 
-int failed_record(pgconn *c, const char *queue, const char *consumer, const PGresult *res,
-                  int row, const char *reason, char *err, size_t errlen)
+int failed_record(pgconn *c, const char *queue, const char *consumer, const char *pgq_consumer,
+                  const PGresult *res, int row, const char *reason, char *err, size_t errlen)
 {
-	const char *params[13];
+	const char *params[14];
 	PGresult *r;
 
 	params[0] = queue;
@@ -88,14 +91,16 @@ int failed_record(pgconn *c, const char *queue, const char *consumer, const PGre
 	if (!(params[2 + PGQ_EV_TIME] = pgq_event_time(res, row, err, errlen)))
 		return -1;
 	params[12] = reason;
+	params[13] = pgq_consumer && strcmp(pgq_consumer, consumer) != 0 ? pgq_consumer : NULL;
 	r = pgconn_exec(c,
 	                "insert into pgqlua.failed_event (queue_name, consumer_name, ev_id, ev_time,"
 	                " ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3,"
-	                " ev_extra4, reason)"
-	                " values ($1, $2, $3, $4::timestamptz, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+	                " ev_extra4, reason, pgq_consumer)"
+	                " values ($1, $2, $3, $4::timestamptz, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 	                " on conflict (queue_name, consumer_name, ev_id) do update set"
-	                " ev_retry = excluded.ev_retry, reason = excluded.reason, failed_at = now()",
-	                13, params, err, errlen);
+	                " ev_retry = excluded.ev_retry, reason = excluded.reason, failed_at = now(),"
+	                " pgq_consumer = excluded.pgq_consumer",
+	                14, params, err, errlen);
 	if (!r)
 		return -1;
 	PQclear(r);
@@ -176,9 +181,9 @@ long failed_retry(pgconn *c, const char *queue, const char *consumer, const long
 	PGresult *res = run_selected(c,
 	                             "with f as (delete from pgqlua.failed_event where" SELECTED
 	                             " returning *)"
-	                             " select ev_id, pgq.event_retry_raw(queue_name, consumer_name, now(),"
+	                             " select ev_id, pgq.event_retry_raw(queue_name, coalesce(pgq_consumer, consumer_name), now(),"
 	                             " ev_id, ev_time, 0, ev_type, ev_data, ev_extra1, ev_extra2,"
-	                             " ev_extra3, ev_extra4) from f order by ev_id",
+	                             " ev_extra3, ev_extra4), coalesce(pgq_consumer, consumer_name) from f order by ev_id",
 	                             queue, consumer, ids, nids, err, errlen);
 	long n;
 	if (!res)
@@ -186,7 +191,7 @@ long failed_retry(pgconn *c, const char *queue, const char *consumer, const long
 	n = PQntuples(res);
 	for (int r = 0; r < n; r++)
 		fprintf(out, "event %s: put back into the queue for consumer %s\n", PQgetvalue(res, r, 0),
-		        consumer);
+		        PQgetvalue(res, r, 2));
 	print_missing(out, res, ids, nids);
 	fprintf(out, "%ld event%s retried\n", n, n == 1 ? "" : "s");
 	PQclear(res);

@@ -27,8 +27,10 @@ int failed_install_schema(pgconn *c, char *err, size_t errlen);
 /* The tick NOTIFY trigger on pgq.tick (needs the owner of pgq.tick). */
 int failed_install_wakeup(pgconn *c, char *err, size_t errlen);
 
-/* Record row `row` of a batch cursor result as failed, with a reason. */
-int failed_record(pgconn *c, const char *queue, const char *consumer,
+/* Record row `row` of a batch cursor result as failed, with a reason:
+ * under consumer (the config's), taken by pgq_consumer (a group's
+ * partition; `failed retry` puts it back there). */
+int failed_record(pgconn *c, const char *queue, const char *consumer, const char *pgq_consumer,
                   const PGresult *res, int row, const char *reason,
                   char *err, size_t errlen);
 

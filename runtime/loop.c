@@ -9,6 +9,7 @@
 #include "batch.h"
 #include "clock.h"
 #include "lbridge.h"
+#include "group.h"
 #include "log.h"
 #include "watch.h"
 
@@ -172,7 +173,7 @@ int consumer_connect(pgqlua_consumer *c)
 		log_warn("connection to %s lost", pgconn_safe_name(c->conn));
 		pgconn_close(c->conn, "lost while idle");
 	}
-	c->claimed = 0;   /* a new session: the claim is to be taken again */
+	group_claims_lost(c);   /* a new session: the claims are to be taken again */
 	if (pgconn_connect(c->conn, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		if (c->polled)
@@ -184,6 +185,26 @@ int consumer_connect(pgqlua_consumer *c)
 	else
 		log_debug("connected to %s", pgconn_safe_name(c->conn));
 	c->listening = c->cfg->wakeup && pgconn_cmd(c->conn, "listen pgqlua_tick", err, sizeof(err)) == 0;
+	if (c->cfg->tcp_keepalive > 0) {
+		/* the server probes a silent connection: a member on a lost machine
+		 * loses its session, and with it its claims (no-op on a Unix socket) */
+		char sql[200];
+		int idle = (int)(c->cfg->tcp_keepalive + 0.5), gap = idle / 3;
+		snprintf(sql, sizeof(sql), "set tcp_keepalives_idle = %d; set tcp_keepalives_interval = %d;"
+		         " set tcp_keepalives_count = 3", idle > 0 ? idle : 1, gap > 0 ? gap : 1);
+		if (pgconn_cmd(c->conn, sql, err, sizeof(err)) != 0)
+			log_warn("tcp_keepalive not set: %s", err);
+	}
+	if (c->grouped) {
+		char sql[256];
+		group_member_id(c->member, sizeof(c->member));
+		group_member_sql(c->cfg, c->member, sql, sizeof(sql));
+		if (pgconn_cmd(c->conn, sql, err, sizeof(err)) != 0) {
+			snprintf(c->last_error, sizeof(c->last_error), "naming the group member: %s", err);
+			pgconn_close(c->conn, "naming the group member failed");
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -194,9 +215,11 @@ static pgqlua_status claim(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	pgq_result r;
-	if (c->claimed)
+	if (c->grouped)
+		return group_balance(c);
+	if (c->parts[0].claimed)
 		return PGQLUA_OK;
-	r = pgq_claim(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err));
+	r = pgq_claim(c->conn, c->cfg->queue_name, c->parts[0].name, err, sizeof(err));
 	if (r == PGQ_ERROR)
 		return consumer_db_failure(c, "claiming the consumer", err);
 	c->polled = 1;
@@ -214,12 +237,13 @@ static pgqlua_status claim(pgqlua_consumer *c)
 		consumer_tell(c, NOTE_ACTIVE, NULL);
 	}
 	c->standby = 0;
-	c->claimed = 1;
-	c->next_known = NEXT_UNKNOWN;
+	c->parts[0].claimed = 1;
+	c->parts[0].next_known = NEXT_UNKNOWN;
 	return PGQLUA_OK;
 }
 
-pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+/* The next batch of partition p, if one is ready, through batch.c. */
+static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 {
 	pgq_batch_knobs k = {c->cfg->batch_min_count, c->cfg->batch_min_interval, c->cfg->batch_min_lag};
 	char err[PGCONN_ERR_LEN];
@@ -227,13 +251,9 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 	pgq_result r;
 	pgq_batch b;
 
-	if (consumer_connect(c) != 0)
-		return PGQLUA_ERR_DB;
-	if ((st = claim(c)) != PGQLUA_OK)
-		return st;
-	switch (c->next_known) {
+	switch (p->next_known) {
 	case NEXT_READY:
-		b = c->next;
+		b = p->next;
 		r = PGQ_DONE;
 		break;
 	case NEXT_NONE:
@@ -241,19 +261,46 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 		break;
 	case NEXT_UNKNOWN:
 	default:
-		r = pgq_next_batch(c->conn, c->cfg->queue_name, c->cfg->consumer_name, &k, &b, err, sizeof(err));
+		r = pgq_next_batch(c->conn, c->cfg->queue_name, p->name, &k, &b, err, sizeof(err));
 		break;
 	}
-	c->next_known = NEXT_UNKNOWN;
+	p->next_known = NEXT_UNKNOWN;
 	if (r == PGQ_ERROR)
 		return consumer_db_failure(c, "pgq.next_batch_custom", err);
 	c->polled = 1;
 	if (r == PGQ_NONE)
 		return PGQLUA_NO_BATCH;
 	log_set_batch(b.batch_id);
+	if (c->grouped)
+		log_debug("partition %s: batch %lld", p->name, b.batch_id);
+	c->part = p;
 	st = batch_run(c, &b);
+	c->part = NULL;
 	free(b.sql);
 	return st;
+}
+
+pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
+{
+	pgqlua_status st;
+
+	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	if ((st = claim(c)) != PGQLUA_OK)
+		return st;
+	/* each partition held in turn: the first with a batch ready runs it */
+	for (int k = 0; k < c->nparts; k++) {
+		int i = (c->rr + k) % c->nparts;
+		if (!c->parts[i].claimed)
+			continue;
+		st = run_part(c, &c->parts[i]);
+		if (st != PGQLUA_NO_BATCH) {
+			c->rr = (i + 1) % c->nparts;
+			return st;
+		}
+	}
+	c->polled = 1;
+	return PGQLUA_NO_BATCH;
 }
 
 static void reload(pgqlua_consumer *c)
@@ -297,18 +344,35 @@ failed:
 }
 
 /* Before the first batch: the queue, the consumer and the target's
- * tracking are there (a clear error and exit otherwise). */
-static int check_start(pgqlua_consumer *c)
+ * tracking are there, and event_filter is valid SQL (a clear error and
+ * exit otherwise). */
+static pgqlua_status check_start(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	if (consumer_connect(c) != 0)
-		return -1;
-	if (pgq_check_registered(c->conn, c->cfg->queue_name, c->cfg->consumer_name, err, sizeof(err)) != PGQ_DONE ||
-	    target_check(c->target, err, sizeof(err)) != 0) {
+		return PGQLUA_ERR_DB;
+	for (int i = 0; i < c->nparts; i++)
+		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->parts[i].name, err, sizeof(err)) != PGQ_DONE) {
+			snprintf(c->last_error, sizeof(c->last_error), "%s", err);
+			return PGQLUA_ERR_DB;
+		}
+	if (target_check(c->target, err, sizeof(err)) != 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
-		return -1;
+		return PGQLUA_ERR_DB;
 	}
-	return 0;
+	if (c->cfg->event_filter && pgq_check_filter(c->conn, c->cfg->event_filter, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error),
+		         "%s: event_filter is not an SQL boolean expression over the event's columns: %s",
+		         c->cfg->path, err);
+		return pgconn_is_ok(c->conn) ? PGQLUA_ERR_CONFIG : PGQLUA_ERR_DB;
+	}
+	/* every partition's filter has the same shape: one check covers all */
+	if (c->grouped && pgq_check_filter(c->conn, c->parts[0].where, err, sizeof(err)) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error),
+		         "%s: partition_key is not an SQL expression over the event's columns: %s", c->cfg->path, err);
+		return pgconn_is_ok(c->conn) ? PGQLUA_ERR_CONFIG : PGQLUA_ERR_DB;
+	}
+	return PGQLUA_OK;
 }
 
 static void log_totals(pgqlua_consumer *c, pgqlua_status st)
@@ -322,11 +386,14 @@ static void log_totals(pgqlua_consumer *c, pgqlua_status st)
 
 pgqlua_status pgqlua_run(pgqlua_consumer *c, int once)
 {
-	pgqlua_status st = PGQLUA_OK;
+	pgqlua_status st;
 
-	if (check_start(c) != 0) {
+	c->once = once;
+	st = check_start(c);
+
+	if (st != PGQLUA_OK) {
 		consumer_tell(c, NOTE_START_FAILED, c->last_error);
-		return PGQLUA_ERR_DB;
+		return st;
 	}
 	consumer_tell(c, NOTE_READY, NULL);
 	log_info("consumer %s on queue %s started (script %s)", c->cfg->consumer_name,

@@ -5,6 +5,7 @@
  * last_seen: it blocks PgQ's table rotation, so check flags it.
  */
 #include "monitor.h"
+#include "group.h"
 #include "pgconn.h"
 
 #include <signal.h>
@@ -40,6 +41,78 @@ done:
 	pgconn_free(t);
 }
 
+void monitor_info_free(monitor_info *m)
+{
+	free(m->parts);
+	m->parts = NULL;
+	m->nparts = 0;
+}
+
+/* A group: each partition's PgQ figures and owner, summed up in out. */
+static int query_group(pgconn *c, const config *cfg, monitor_info *out, char *err, size_t errlen)
+{
+	char *arr = group_names_array(cfg);
+	const char *p[2] = {cfg->queue_name, arr};
+	PGresult *res;
+	group_view v;
+	int n = cfg->partitions, regs = 0;
+	size_t used = 0;
+
+	if (!arr || !(out->parts = calloc((size_t)n, sizeof(monitor_part)))) {
+		free(arr);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	out->nparts = n;
+	res = pgconn_exec(c,
+	                  "select p.i - 1, c.consumer_name is not null,"
+	                  " greatest(extract(epoch from c.lag), 0)::float8,"
+	                  " greatest(extract(epoch from c.last_seen), 0)::float8,"
+	                  " coalesce(c.pending_events, 0), coalesce(c.last_tick, 0)"
+	                  " from unnest($2::text[]) with ordinality p(name, i)"
+	                  " left join (select * from pgq.get_consumer_info() where queue_name = $1) c"
+	                  "  on c.consumer_name = p.name order by 1",
+	                  2, p, err, errlen);
+	free(arr);
+	if (!res)
+		return -1;
+	for (int r = 0; r < PQntuples(res) && r < n; r++) {
+		monitor_part *mp = &out->parts[r];
+		long long tick = atoll(PQgetvalue(res, r, 5));
+		mp->registered = PQgetvalue(res, r, 1)[0] == 't';
+		mp->lag = atof(PQgetvalue(res, r, 2));
+		mp->last_seen = atof(PQgetvalue(res, r, 3));
+		mp->pending = atoll(PQgetvalue(res, r, 4));
+		regs += mp->registered;
+		if (mp->lag > out->lag)
+			out->lag = mp->lag;
+		if (mp->last_seen > out->last_seen)
+			out->last_seen = mp->last_seen;
+		out->pending += mp->pending;
+		if (mp->registered && (out->last_tick == 0 || tick < out->last_tick))
+			out->last_tick = tick;
+	}
+	PQclear(res);
+	out->registered = regs == n;
+	if (group_view_read(c, cfg, &v, err, errlen) != 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		if (v.owner[i])
+			snprintf(out->parts[i].owner, sizeof(out->parts[i].owner), "%s", v.owner[i]);
+		else
+			out->unowned++;
+	}
+	out->nmembers = v.nmembers;
+	for (int m = 0; m < v.nmembers && used < sizeof(out->members); m++) {
+		int w = snprintf(out->members + used, sizeof(out->members) - used, "%s%s", m ? ", " : "", v.members[m]);
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	group_view_free(&v);
+	return 0;
+}
+
 int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *err, size_t errlen)
 {
 	pgconn *c = pgconn_new(cfg->db, cfg->timezone);
@@ -55,6 +128,18 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 	}
 	if (pgconn_connect(c, err, errlen) != 0) {
 		*unreachable = 1;
+		goto done;
+	}
+	if (cfg->partitions > 0) {
+		rc = query_group(c, cfg, out, err, errlen);
+		if (rc == 0 && !(res = pgconn_exec(c,
+		                                   "select case when to_regclass('pgqlua.failed_event') is null then -1 else"
+		                                   " (select count(*) from pgqlua.failed_event f"
+		                                   "  where f.queue_name = $1 and f.consumer_name = $2) end",
+		                                   2, p, err, errlen)))
+			rc = -1;
+		if (rc == 0)
+			out->failed = atoll(PQgetvalue(res, 0, 0));
 		goto done;
 	}
 	res = pgconn_exec(c,
@@ -84,6 +169,8 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 	if (cfg->target_db)
 		query_target(cfg, out);
 done:
+	if (rc != 0)
+		monitor_info_free(out);
 	PQclear(res);
 	pgconn_free(c);
 	return rc;
@@ -151,6 +238,7 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 	if (!m.registered) {
 		printf("PGQLUA CRITICAL - consumer %s is not registered on queue %s\n", cfg->consumer_name,
 		       cfg->queue_name);
+		monitor_info_free(&m);
 		return 2;
 	}
 	{
@@ -167,9 +255,17 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 		else if (lag_st)
 			n += (size_t)snprintf(why + n, sizeof(why) - n, "lag %.0fs", m.lag);
 		if (fail_st) {
-			snprintf(why + n, sizeof(why) - n, "%s%lld failed events", n ? "; " : "", m.failed);
+			n += (size_t)snprintf(why + n, sizeof(why) - n, "%s%lld failed events", n ? "; " : "", m.failed);
 			if (fail_st > st)
 				st = fail_st;
+		}
+		/* a partition nobody holds is consumed by nobody */
+		if (m.nparts > 0 && m.unowned > 0 && n < sizeof(why)) {
+			int own_st = m.unowned == m.nparts ? 2 : 1;
+			snprintf(why + n, sizeof(why) - n, "%s%d of %d partitions have no owner (%d members)",
+			         n ? "; " : "", m.unowned, m.nparts, m.nmembers);
+			if (own_st > st)
+				st = own_st;
 		}
 	}
 	if (m.has_target) {
@@ -186,6 +282,7 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 	       names[st], cfg->consumer_name, cfg->queue_name, why, why[0] ? "; " : "", m.lag, m.last_seen,
 	       m.pending, m.failed < 0 ? 0 : m.failed, m.lag, warn, crit, m.last_seen, warn, crit, m.pending,
 	       m.failed < 0 ? 0 : m.failed, fwarn, fcrit);
+	monitor_info_free(&m);
 	return st;
 }
 
@@ -215,6 +312,7 @@ int monitor_munin(const config *cfg, const char *mode)
 			printf("no (consumer %s is not registered on queue %s)\n", cfg->consumer_name, cfg->queue_name);
 		else
 			printf("yes\n");
+		monitor_info_free(&m);
 		return 0;
 	}
 	if (mode && *mode) {
@@ -228,9 +326,11 @@ int monitor_munin(const config *cfg, const char *mode)
 	}
 	if (!m.registered) {
 		printf("lag.value U\nlast_seen.value U\npending.value U\nfailed.value U\n");
+		monitor_info_free(&m);
 		return 0;
 	}
 	printf("lag.value %.3f\nlast_seen.value %.3f\npending.value %lld\nfailed.value %lld\n", m.lag,
 	       m.last_seen, m.pending, m.failed < 0 ? 0 : m.failed);
+	monitor_info_free(&m);
 	return 0;
 }

@@ -9,6 +9,15 @@
 #include "config.h"
 #include <stdio.h>
 
+/* One partition of a group. */
+typedef struct monitor_part {
+	int registered;
+	char owner[64];       /* the member holding it (HOST:PID); "" none */
+	double lag;
+	double last_seen;
+	long long pending;
+} monitor_part;
+
 typedef struct monitor_info {
 	int registered;       /* 0: the consumer is not registered on the queue */
 	double lag;           /* seconds since the last tick the consumer finished */
@@ -22,7 +31,17 @@ typedef struct monitor_info {
 	long long target_tick;
 	double target_age;       /* seconds since then */
 	char target_error[512];  /* why the target could not be read */
+	/* a group: the figures above sum up its partitions (the largest lag
+	 * and last_seen, the sum of pending, every one registered) */
+	int nparts;              /* 0: not a group */
+	monitor_part *parts;
+	int unowned;             /* partitions no member holds */
+	int nmembers;
+	char members[256];       /* their names, comma-separated (cut short) */
 } monitor_info;
+
+/* Free what monitor_query allocated (a group's partitions). */
+void monitor_info_free(monitor_info *m);
 
 /* Connect and read the consumer's figures.  0, or -1 with err (database
  * unreachable: *unreachable is set). */

@@ -83,7 +83,14 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 	return next_batch_result(res, out, err, errlen);
 }
 
-PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *err, size_t errlen)
+/* The filter's place in the cursor query: on the batch's rows, before
+ * they are numbered.  The newlines end a `--` comment the filter may
+ * hold. */
+#define FILTER_HEAD ") b where (\n"
+#define FILTER_TAIL "\n)"
+
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, int fetch_size, char *err,
+                         size_t errlen)
 {
 	/* batch_event_sql's query in our own cursor (what get_batch_cursor
 	 * does, without PL/pgSQL handing over each row); BEGIN and the first
@@ -93,26 +100,64 @@ PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *er
 	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
 	                           " select u.*, row_number() over () from (select b.* from (";
 	char tail[160];
-	size_t n = strlen(b->sql);
+	size_t n = strlen(b->sql), wn = where ? strlen(where) : 0, len;
 	char *sql;
 	PGresult *res = NULL;
 	int got;
 
-	snprintf(tail, sizeof(tail), ") b union all select null, null, null, null, null, null, null,"
-	                             " null, null, null) u; fetch %d from " CURSOR_NAME, fetch_size);
-	sql = malloc(sizeof(head) + n + strlen(tail));
+	snprintf(tail, sizeof(tail), "%s union all select null, null, null, null, null, null, null,"
+	                             " null, null, null) u; fetch %d from " CURSOR_NAME,
+	         where ? FILTER_TAIL : ") b", fetch_size);
+	sql = malloc(sizeof(head) + n + sizeof(FILTER_HEAD) + wn + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	memcpy(sql, head, sizeof(head) - 1);
 	memcpy(sql + sizeof(head) - 1, b->sql, n);
-	strcpy(sql + sizeof(head) - 1 + n, tail);
+	len = sizeof(head) - 1 + n;
+	if (where) {
+		memcpy(sql + len, FILTER_HEAD, sizeof(FILTER_HEAD) - 1);
+		len += sizeof(FILTER_HEAD) - 1;
+		memcpy(sql + len, where, wn);
+		len += wn;
+	}
+	strcpy(sql + len, tail);
 	got = pgconn_exec_rows(c, sql, &res, 1, err, errlen);
 	free(sql);
 	if (got == 0)
 		snprintf(err, errlen, "opening the batch cursor returned no rows");
 	return got == 1 ? res : NULL;
+}
+
+int pgq_check_filter(pgconn *c, const char *where, char *err, size_t errlen)
+{
+	/* the batch's columns as pgq.batch_event_sql returns them, no rows;
+	 * sent alone through the extended protocol, which takes exactly one
+	 * statement */
+	static const char head[] = "select 1 from (select ev_id, ev_time, ev_txid, ev_retry, ev_type,"
+	                           " ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4"
+	                           " from pgq.event_template where false" FILTER_HEAD;
+	size_t wn = strlen(where);
+	char *sql = malloc(sizeof(head) + wn + sizeof(FILTER_TAIL));
+	PGresult *res;
+	int rc = -1;
+
+	if (!sql) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	memcpy(sql, head, sizeof(head) - 1);
+	memcpy(sql + sizeof(head) - 1, where, wn);
+	strcpy(sql + sizeof(head) - 1 + wn, FILTER_TAIL);
+	res = PQexecParams(pgconn_pg(c), sql, 0, NULL, NULL, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		rc = 0;
+	else
+		pgconn_result_error(c, res, err, errlen);
+	PQclear(res);
+	free(sql);
+	return rc;
 }
 
 int pgq_fetch_async(pgconn *c, int fetch_size)
@@ -341,6 +386,13 @@ pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *e
 	int got = scalar_int(c, "select pg_try_advisory_lock(hashtext('pgqlua/' || $1), hashtext($2))::int",
 	                     2, p, err, errlen);
 	return got < 0 ? PGQ_ERROR : got ? PGQ_DONE : PGQ_NONE;
+}
+
+int pgq_release(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	return scalar_int(c, "select pg_advisory_unlock(hashtext('pgqlua/' || $1), hashtext($2))::int", 2, p,
+	                  err, errlen) < 0 ? -1 : 0;
 }
 
 pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consumer,

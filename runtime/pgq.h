@@ -59,8 +59,17 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
                           char *err, size_t errlen);
 
 /* BEGIN, open the batch cursor and return its first fetch_size rows, in
- * one round trip; NULL with err. */
-PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, int fetch_size, char *err, size_t errlen);
+ * one round trip; NULL with err.  where (NULL: none) is an SQL boolean
+ * expression over the event's columns (ev_id, ev_type, ev_data,
+ * ev_extra1..4, ...): only the rows it holds for are read, numbered and
+ * sent; the others never leave the server. */
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, int fetch_size, char *err,
+                         size_t errlen);
+
+/* Is where a valid filter for pgq_open_batch: one boolean SQL expression
+ * over the event's columns?  Planned on the server against no rows.  0,
+ * or -1 with err (the server's SQLSTATE and message). */
+int pgq_check_filter(pgconn *c, const char *where, char *err, size_t errlen);
 
 /* Ask for the next fetch_size rows of the open batch cursor without
  * waiting; pgq_fetch_take returns them.  0 or -1. */
@@ -135,9 +144,14 @@ pgq_result pgq_check_registered(pgconn *c, const char *queue, const char *consum
 
 /* Claim queue/consumer for this connection's session (an advisory lock,
  * released when the connection ends): one active instance per consumer,
- * on any machine.  PGQ_DONE claimed, PGQ_NONE another session holds it,
+ * on any machine; in a group, one owner per partition (consumer is the
+ * partition's PgQ consumer).  PGQ_DONE claimed, PGQ_NONE another session holds it,
  * PGQ_ERROR with err. */
 pgq_result pgq_claim(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
+
+/* Give a claim of pgq_claim up (a group member hands a partition over,
+ * between batches).  0 or -1 with err. */
+int pgq_release(pgconn *c, const char *queue, const char *consumer, char *err, size_t errlen);
 
 /* Create the queue if missing; returns 1 created, 0 existed, -1 error. */
 int pgq_create_queue(pgconn *c, const char *queue, char *err, size_t errlen);

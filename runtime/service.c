@@ -27,7 +27,7 @@
 typedef struct service {
 	pgqlua_consumer *c;
 	char pidfile[PATH_MAX];
-	char statefile[PATH_MAX + 8];
+	char statefile[PATH_MAX + 16];
 	int pid_fd;
 	int ready_fd;              /* start: the waiting parent's pipe; -1 otherwise */
 	time_t started_at;
@@ -191,6 +191,11 @@ static int worker_main(void *arg)
 
 	close(s->pid_fd);   /* the parent holds the lock */
 	s->pid_fd = -1;
+	if (supervise_worker_index() > 0) {
+		/* `status` reads the first worker's state; the others keep their own */
+		size_t n = strlen(s->statefile);
+		snprintf(s->statefile + n, sizeof(s->statefile) - n, ".%d", supervise_worker_index());
+	}
 	{
 		config_status cst = config_load(s->config_path, &cfg, err, sizeof(err));
 		if (cst != CONFIG_OK)
@@ -209,7 +214,7 @@ static int worker_main(void *arg)
 	st = pgqlua_run(s->c, s->once);
 	daemon_reset_signals();
 	rc = exit_code_of(st == PGQLUA_ERR_SCRIPT ? PGQLUA_ERR_INTERNAL : st);
-	if (st == PGQLUA_ERR_DB && pgqlua_last_error(s->c)[0] && !s->detach)
+	if ((st == PGQLUA_ERR_DB || st == PGQLUA_ERR_CONFIG) && pgqlua_last_error(s->c)[0] && !s->detach)
 		fprintf(stderr, "pgqlua: %s\n", pgqlua_last_error(s->c));
 	if (pgqlua_last_error(s->c)[0]) {
 		char msg[1200];
@@ -294,9 +299,14 @@ int service_run(const char *config_path, int once, int detach)
 		return EXIT_CANTCREAT;
 	}
 	s.main_pid = getpid();
-	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd};
+	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd, cfg->workers};
 	rc = supervise_run(&so, worker_main, &s);
 	unlink(s.statefile);
+	for (int i = 1; i < cfg->workers; i++) {
+		char extra[PATH_MAX + 32];
+		snprintf(extra, sizeof(extra), "%s.%d", s.statefile, i);
+		unlink(extra);
+	}
 	daemon_pidfile_remove(s.pidfile, s.pid_fd);
 	config_free(cfg);
 	return rc;

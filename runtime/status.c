@@ -103,6 +103,20 @@ static void print_json(const config *cfg, const status_view *v)
 		printf(",\"database_error\":");
 		service_json_str(stdout, v->err);
 	}
+	if (v->dbok && m->nparts > 0) {
+		printf(",\"members\":%d,\"unowned\":%d,\"partitions\":[", m->nmembers, m->unowned);
+		for (int i = 0; i < m->nparts; i++) {
+			const monitor_part *mp = &m->parts[i];
+			printf("%s{\"partition\":%d,\"registered\":%s,\"owner\":", i ? "," : "", i,
+			       mp->registered ? "true" : "false");
+			if (mp->owner[0])
+				service_json_str(stdout, mp->owner);
+			else
+				printf("null");
+			printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld}", mp->lag, mp->last_seen, mp->pending);
+		}
+		printf("]");
+	}
 	if (v->dbok && m->has_target) {
 		printf(",\"source_tick\":%lld,\"target_batch\":%lld,\"target_tick\":%lld", m->last_tick,
 		       m->target_batch, m->target_tick);
@@ -119,7 +133,9 @@ static void print_text(const config *cfg, const status_view *v)
 	const monitor_info *m = &v->m;
 	if (v->running) {
 		printf("consumer %s on queue %s: running (%s), pid %d, up %llds\n", cfg->consumer_name, cfg->queue_name,
-		       strcmp(v->role, "standby") == 0 ? "hot standby: another instance is active" : "active",
+		       strcmp(v->role, "standby") != 0 ? "active"
+		       : cfg->partitions > 0 ? "a group member holding no partition"
+		                             : "hot standby: another instance is active",
 		       (int)v->pid, age(v, v->started));
 		printf("worker: pid %s, %s restarts\n", v->wpid[0] ? v->wpid : "?", v->wrestarts[0] ? v->wrestarts : "0");
 		printf("script: %s (loaded %llds ago); last reload: %s\n", v->script, age(v, v->loaded),
@@ -133,6 +149,14 @@ static void print_text(const config *cfg, const status_view *v)
 	else
 		printf("pgq: lag %.1fs, last seen %.1fs ago, %lld pending events, %lld failed events\n", m->lag,
 		       m->last_seen, m->pending, m->failed < 0 ? 0 : m->failed);
+	if (v->dbok && m->nparts > 0) {
+		printf("group: %d partitions, %d without an owner; %d members: %s\n", m->nparts, m->unowned,
+		       m->nmembers, m->nmembers ? m->members : "none");
+		for (int i = 0; i < m->nparts; i++)
+			printf("  %s.p%dof%d: %s%s, lag %.1fs, last seen %.1fs ago, %lld pending events\n",
+			       cfg->consumer_name, i, m->nparts, m->parts[i].owner[0] ? "owner " : "no owner",
+			       m->parts[i].owner, m->parts[i].lag, m->parts[i].last_seen, m->parts[i].pending);
+	}
 	if (v->dbok && m->has_target) {
 		if (m->target_batch < 0)
 			printf("target: %s\n", m->target_error);
@@ -161,6 +185,8 @@ int service_status(const char *config_path, int json)
 	else
 		print_text(cfg, v);
 	rc = v->running ? EXIT_OK_ : EXIT_NOT_RUNNING;
+	if (v->dbok)
+		monitor_info_free(&v->m);
 	free(v);
 	config_free(cfg);
 	return rc;

@@ -16,14 +16,20 @@ typedef struct supervise_opts {
 	int once;                  /* run --once: no restart; a death is the exit */
 	const char *strike_path;   /* the strike file (watch.h) */
 	int ready_fd;              /* start: the waiting process's pipe, or -1 */
+	int workers;               /* how many workers run side by side (config `workers`) */
 } supervise_opts;
+
+/* In a worker: its number, 0 .. workers-1. */
+int supervise_worker_index(void);
 
 /* Runs in each worker, after the watch page is attached and the signal
  * mask restored; returns the worker's exit code. */
 typedef int (*supervise_worker_fn)(void *arg);
 
-/* Run workers until one exits on its own (its code is returned), a stop
- * ends the last one, or the first one dies before it was ready. */
+/* Run o->workers workers, each restarted when it dies, until one exits on
+ * its own (its code is returned; the others are stopped; with once, the
+ * run ends when every worker has ended, with the first non-zero code), a
+ * stop ends the last one, or a worker dies before any was ready. */
 int supervise_run(const supervise_opts *o, supervise_worker_fn fn, void *arg);
 
 #endif
