@@ -5,10 +5,12 @@
  * allocator, so nothing outside a protected call can raise.
  */
 #include "lbridge.h"
+#include "lhttp.h"
 #include "log.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,9 @@ struct lb_script {
 	int ref_retries_used_up;   /* pgqlua.rules: the max_retries rule */
 	int ref_where;             /* where_process_event, for map_result */
 	lua_Integer code_ok;       /* pgqlua.rules.EVENT_OK */
+	lhttp *http;               /* pgq.http's transport */
+	volatile sig_atomic_t interrupted; /* lb_interrupt was called */
+	char wait_msg[160];        /* why a C wait ended */
 };
 
 static double now_mono(void)
@@ -119,8 +124,34 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
 
 void lb_interrupt(lb_script *s)
 {
+	if (s)
+		s->interrupted = 1;
 	if (s && s->L)
 		lua_sethook(s->L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* lhttp's question between slices of a wait: the Lua hook cannot run
+ * while C waits, so the deadline and a stop are checked here, with the
+ * hook's texts; the hook is re-armed so that a pcall cannot swallow it. */
+static const char *wait_check(void *arg, double *left)
+{
+	lb_script *s = arg;
+	*left = -1;
+	if (s->interrupted) {
+		lua_sethook(s->L, stop_hook, LUA_MASKCOUNT, 1);
+		return "stopped: the consumer was told to stop at once";
+	}
+	if (s->deadline > 0) {
+		double now = now_mono();
+		if (now > s->deadline) {
+			snprintf(s->wait_msg, sizeof(s->wait_msg),
+			         "event_timeout exceeded: the script ran for more than %.3g seconds", s->timeout);
+			lua_sethook(s->L, deadline_hook, LUA_MASKCOUNT, 1);
+			return s->wait_msg;
+		}
+		*left = s->deadline - now;
+	}
+	return NULL;
 }
 
 static int msgh(lua_State *L)
@@ -232,6 +263,7 @@ static int host_open(lua_State *L)
 {
 	static const luaL_Reg fns[] = {{"log", host_log}, {"loadfile", host_loadfile}, {NULL, NULL}};
 	luaL_newlib(L, fns);
+	lhttp_register(L, script_of(L)->http);
 	lua_pushliteral(L, "runtime");
 	lua_setfield(L, -2, "name");
 	return 1;
@@ -414,8 +446,14 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, 
 	s->ref_process_event = s->ref_init = s->ref_batch_start = s->ref_batch_end = LUA_NOREF;
 	s->ref_db = s->ref_null = s->ref_ev_keys = LUA_NOREF;
 	s->ref_map_result = s->ref_retries_used_up = s->ref_where = LUA_NOREF;
+	s->http = lhttp_new(cfg, wait_check, s, err, errlen);
+	if (!s->http) {
+		free(s);
+		return NULL;
+	}
 	s->L = lua_newstate(lb_alloc, s);
 	if (!s->L) {
+		lhttp_free(s->http);
 		free(s);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -446,6 +484,7 @@ void lb_script_free(lb_script *s)
 		return;
 	if (s->L)
 		lua_close(s->L);
+	lhttp_free(s->http);   /* after the state: its requests' __gc use it */
 	free(s);
 }
 
@@ -565,11 +604,14 @@ void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
 {
 	lua_State *L = s->L;
 	event_call ec = {s, res, row};
-	int base;
+	int base, status;
 
 	out->delay = -1;
 	out->msg[0] = '\0';
-	if (docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg)) != LUA_OK) {
+	lhttp_set_event(s->http, 1, parse_int(PQgetvalue(res, row, PGQ_EV_ID)));
+	status = docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg));
+	lhttp_set_event(s->http, 0, 0);
+	if (status != LUA_OK) {
 		out->outcome = LB_ERROR;
 		return;
 	}

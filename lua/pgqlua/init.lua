@@ -1,10 +1,11 @@
 --- The `pgq` table scripts see (also `require "pgqlua"`): result codes,
 -- pgq.null, logging into the runtime's log, and payload decoders.
 -- The runtime and the mock batch runner load this same module; each lends
--- it a `pgqlua.host` module with log(level, message) and loadfile(path),
--- the latter loading text chunks only.
+-- it a `pgqlua.host` module with log(level, message), loadfile(path) (text
+-- chunks only), http_context() and http_request(prepared request).
 local host = require "pgqlua.host"
 local payload = require "pgqlua.payload"
+local http = require "pgqlua.http"
 local rules = require "pgqlua.rules"
 
 local pgq = {}
@@ -29,5 +30,20 @@ end
 
 pgq.urldecode = payload.urldecode
 pgq.json_decode = payload.json_decode
+
+-- pgq.http: the request is checked and completed here (pgqlua.http), sent
+-- by the host (libcurl in the runtime, the answers in the mock runner)
+local http_context, http_request = host.http_context, host.http_request
+pgq.http = {}
+
+--- One HTTP(S) request, waited for: {status =, headers =, body =}.  A
+-- transport failure raises "pgq.http.request: METHOD URL: reason".
+function pgq.http.request(req)
+  local prep, err = http.prepare(req, http_context())
+  if not prep then error(err, 2) end
+  local res, reason = http_request(prep)
+  if not res then error(http.transport_error(prep, reason), 2) end
+  return res
+end
 
 return pgq

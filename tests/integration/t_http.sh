@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# pgq.http against the local test server (tests/tools/httpd.py): what a
+# request sends (JSON body, Idempotency-Key) and gets back, each outcome
+# end to end (200, a 500 retried, a 404 in `failed list`, a timeout, a
+# reset, a body over http_max_body), URLs in errors without secrets,
+# event_timeout and a stop at once ending a hanging request, and
+# connections reused across events and batches.
+source "$(dirname "$0")/lib.sh"
+
+/usr/bin/python3 "$ROOT/tests/tools/httpd.py" --port-file "$WORK/httpd.port" \
+	--lifetime "$(scaled 300)" --parent-pid $$ &
+CHILD_PIDS+=("$!")
+wait_until 10 test -s "$WORK/httpd.port" || { fail "the test HTTP server did not start"; finish; }
+BASE="http://127.0.0.1:$(cat "$WORK/httpd.port")"
+stats() { /usr/bin/python3 -c "import json,sys,urllib.request; d=json.load(urllib.request.urlopen('$BASE/stats')); print(eval(sys.argv[1]))" "$1"; }
+
+reset_queues q_http q_http_err q_http_reuse q_http_stop
+sql "drop table if exists h_res cascade;
+     create table h_res (ev_id bigint, data text, status int, body text, ctype text);"
+
+# ---- outcomes: the script maps statuses to results; errors raise
+new_consumer q_http c_http "
+local BASE = '$BASE'
+function process_event(ev, db)
+  local res = pgq.http.request{ url = BASE .. ev.data, json = { id = ev.id, n = pgq.null }, timeout = 5 }
+  if res.status >= 500 then return pgq.EVENT_RETRY, 0 end
+  if res.status >= 400 then return pgq.EVENT_FAILED, res.status .. ' ' .. res.body end
+  db:exec('insert into h_res values (\$1, \$2, \$3, \$4, \$5)', ev.id, ev.data, res.status, res.body,
+          res.headers['content-type'])
+end" "max_retries: 3"
+sql "select pgq.insert_event('q_http', 'x', d) from unnest(array['/echo', '/flaky/a', '/status/404']) d" > /dev/null
+drain q_http c_http || fail "q_http did not drain"
+echo_id=$(sql "select ev_id from h_res where data = '/echo'")
+expect_eq "a 200 comes back with status, lower-case headers and body" "200|application/json" \
+	"$(sql "select status, ctype from h_res where data = '/echo'")"
+expect_eq "json is sent as a POST with Content-Type application/json, pgq.null as null" \
+	"POST|application/json|t" \
+	"$(sql "select b->>'method', b->'headers'->>'content-type', (b->>'body')::jsonb = '{\"id\": $echo_id, \"n\": null}'
+	        from (select body::json b from h_res where data = '/echo') x")"
+expect_eq "each request carries Idempotency-Key: queue/consumer/event id" "q_http/c_http/$echo_id" \
+	"$(sql "select body::json->'headers'->>'idempotency-key' from h_res where data = '/echo'")"
+expect_eq "a 500 is retried and the event is applied once after the 200" "1|ok" \
+	"$(sql "select count(*), max(body) from h_res where data = '/flaky/a'")"
+expect_eq "the server saw the 500 and the retry" "2" "$(stats "d['paths']['/flaky/a']")"
+failed=$("$PGQLUA" failed list "$WORK/c_http.yaml")
+expect_match "a 404 is in failed list with its reason" "404 status 404" "$failed"
+
+# ---- transport errors: the event is an error naming the URL without secrets
+new_consumer q_http_err c_http_err "
+local BASE = '$BASE'
+function process_event(ev, db)
+  local url = BASE:gsub('^http://', 'http://user:secret@') .. ev.data
+  pgq.http.request{ url = url, timeout = tonumber(ev.type) }
+end" "max_retries: 0
+http_max_body: 1kB
+event_timeout: 1"
+sql "select pgq.insert_event('q_http_err', t, d) from (values ('0.3', '/hang?token=abc'), ('5', '/reset'),
+                                                        ('5', '/big?bytes=5000'), ('30', '/hang')) v(t, d)" > /dev/null
+drain q_http_err c_http_err || fail "q_http_err did not drain"
+reason() { sql "select reason from pgqlua.failed_event where queue_name = 'q_http_err' and ev_data = '$1'"; }
+r=$(reason '/hang?token=abc')
+expect_match "a timeout fails with libcurl's reason and the URL" \
+	"c_http_err.lua:5: pgq.http.request: GET http://127.0.0.1:[0-9]+/hang: Timeout was reached" "$r"
+expect_match "the URL in the error has no user, password or query" "^[^@?]*$" "$r"
+expect_match "a reset mid-body is an error" "pgq.http.request: GET http://127.0.0.1:[0-9]+/reset: " "$(reason /reset)"
+expect_match "a body over http_max_body is an error" \
+	"/big: the response body is larger than http_max_body \(1024 bytes\)" "$(reason '/big?bytes=5000')"
+expect_match "event_timeout ends a request that hangs longer" \
+	"event_timeout exceeded: the script ran for more than 1 seconds" "$(reason /hang)"
+
+# ---- connections are reused across events and batches
+before=$(stats "d['connections']")
+new_consumer q_http_reuse c_http_reuse "
+local BASE = '$BASE'
+function process_event(ev, db)
+  local res = pgq.http.request{ url = BASE .. '/ok' }
+  assert(res.status == 200)
+end" "log_level: info"
+"$PGQLUA" run "$WORK/c_http_reuse.yaml" >> "$WORK/c_http_reuse.log" 2>&1 &
+pid=$!
+CHILD_PIDS+=("$pid")
+for i in 1 2 3 4 5; do
+	sql "select pgq.insert_event('q_http_reuse', 'x', g::text) from generate_series(1, 40) g" > /dev/null
+	wait_drained q_http_reuse c_http_reuse 60 || fail "q_http_reuse did not drain ($i)"
+done
+kill -TERM "$pid"; wait "$pid" || true
+conns=$(($(stats "d['connections']") - before))
+reqs=$(stats "d['paths']['/ok']")
+batches=$(sql "select count(*) > 1 from pgq.get_consumer_info('q_http_reuse', 'c_http_reuse')")
+expect_eq "200 events were requested" "200" "$reqs"
+if [ "$conns" -ge 1 ] && [ $((reqs / conns)) -ge 100 ]; then
+	ok "connections are kept and reused across events and batches ($reqs requests on $conns connections)"
+else
+	fail "connections are not reused: $reqs requests on $conns connections"
+fi
+
+# ---- a stop at once (a second signal) ends a hanging request, well within kill_grace
+new_consumer q_http_stop c_http_stop "
+function process_event(ev, db)
+  pgq.http.request{ url = '$BASE/hang', timeout = 600 }
+end" "kill_grace: $(scaled 60)
+log_level: info"
+sql "select pgq.insert_event('q_http_stop', 'x', 'hang')" > /dev/null
+hanging_before=$(stats "d['paths'].get('/hang', 0)")
+"$PGQLUA" run "$WORK/c_http_stop.yaml" >> "$WORK/c_http_stop.log" 2>&1 &
+pid=$!
+CHILD_PIDS+=("$pid")
+hanging() { [ "$(stats "d['paths'].get('/hang', 0)")" -gt "$hanging_before" ]; }
+wait_until 30 hanging || fail "the request never reached the server"
+kill -TERM "$pid"
+kill -INT "$pid"
+gone() { ! kill -0 "$pid" 2>/dev/null; }
+if wait_until 20 gone; then
+	ok "a second stop signal ends a waiting request (not the parent's SIGKILL after kill_grace)"
+else
+	fail "the consumer is still waiting on its request"
+fi
+expect_match "the batch is rolled back and comes again" "batch rolled back \(immediate stop\); it will be delivered again" \
+	"$(cat "$WORK/c_http_stop.log")"
+expect_eq "the stopped event is not finished: it comes again" "0" \
+	"$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_http_stop'")"
+finish
