@@ -39,6 +39,7 @@ typedef struct req_guard {
 	buf body, head;
 	size_t max_body;
 	int over_limit;        /* the body passed http_max_body */
+	double timeout;        /* seconds, for the message */
 	char errbuf[CURL_ERROR_SIZE];
 } req_guard;
 
@@ -213,9 +214,15 @@ static int raise_released(lua_State *L, req_guard *g, const char *msg) /* MAY_LJ
 /* The reason a finished transfer failed, copied to the stack. */
 static void push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
 {
+	char msg[128];
 	if (g->over_limit || rc == CURLE_FILESIZE_EXCEEDED)
 		lua_pushfstring(L, "the response body is larger than http_max_body (%I bytes)",
 		                (LUAI_UACINT)g->max_body);
+	else if (rc == CURLE_OPERATION_TIMEDOUT) {
+		/* lua_pushfstring knows no precision: format here */
+		snprintf(msg, sizeof(msg), "%s (after %.3g seconds)", curl_easy_strerror(rc), g->timeout);
+		lua_pushstring(L, msg);
+	}
 	else if (g->errbuf[0] && strcmp(g->errbuf, curl_easy_strerror(rc)) != 0)
 		lua_pushfstring(L, "%s (%s)", curl_easy_strerror(rc), g->errbuf);
 	else
@@ -238,6 +245,7 @@ static const char *setup(lua_State *L, req_guard *g) /* MAY_LJMP */
 	method = luaL_checkstring(L, -1);
 	lua_getfield(L, 1, "timeout");
 	timeout = luaL_checknumber(L, -1);
+	g->timeout = timeout;
 	lua_getfield(L, 1, "follow");
 	if (lua_toboolean(L, -1)) {
 		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);

@@ -30,6 +30,17 @@ M.ERRORS = {
   body_limit = "the response body is larger than http_max_body",
 }
 
+--- libcurl's reason for a transport error of `kind` (a key of ERRORS; any
+-- other text is the reason itself), as runtime/lhttp.c words it.
+function M.reason(kind, prep, max_body)
+  if kind == "timeout" then
+    return format("%s (after %.3g seconds)", M.ERRORS.timeout, prep and prep.timeout or 30)
+  elseif kind == "body_limit" then
+    return format("%s (%d bytes)", M.ERRORS.body_limit, mtype(max_body) == "integer" and max_body or 10485760)
+  end
+  return M.ERRORS[kind] or tostring(kind)
+end
+
 --- The URL as messages show it: no user name or password, no query, no
 -- fragment (they may hold secrets).
 function M.safe_url(url)

@@ -60,7 +60,7 @@ drain q_http_err c_http_err || fail "q_http_err did not drain"
 reason() { sql "select reason from pgqlua.failed_event where queue_name = 'q_http_err' and ev_data = '$1'"; }
 r=$(reason '/hang?token=abc')
 expect_match "a timeout fails with libcurl's reason and the URL" \
-	"c_http_err.lua:5: pgq.http.request: GET http://127.0.0.1:[0-9]+/hang: Timeout was reached" "$r"
+	"c_http_err.lua:5: pgq.http.request: GET http://127.0.0.1:[0-9]+/hang: Timeout was reached \(after 0.3 seconds\)$" "$r"
 expect_match "the URL in the error has no user, password or query" "^[^@?]*$" "$r"
 expect_match "a reset mid-body is an error" "pgq.http.request: GET http://127.0.0.1:[0-9]+/reset: " "$(reason /reset)"
 expect_match "a body over http_max_body is an error" \
