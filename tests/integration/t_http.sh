@@ -24,11 +24,13 @@ local BASE = '$BASE'
 function process_event(ev, db)
   local res = pgq.http.request{ url = BASE .. ev.data, json = { id = ev.id, n = pgq.null }, timeout = 5 }
   if res.status >= 500 then return pgq.EVENT_RETRY, 0 end
+  if res.status == 429 then return pgq.EVENT_RETRY, tonumber(res.headers['retry-after']) end
   if res.status >= 400 then return pgq.EVENT_FAILED, res.status .. ' ' .. res.body end
   db:exec('insert into h_res values (\$1, \$2, \$3, \$4, \$5)', ev.id, ev.data, res.status, res.body,
           res.headers['content-type'])
 end" "max_retries: 3"
-sql "select pgq.insert_event('q_http', 'x', d) from unnest(array['/echo', '/flaky/a', '/status/404']) d" > /dev/null
+sql "select pgq.insert_event('q_http', 'x', d) from unnest(array['/echo', '/flaky/a', '/status/404',
+                                                                  '/flaky/b?status=429&retry_after=2', '/slow?ms=300']) d" > /dev/null
 drain q_http c_http || fail "q_http did not drain"
 echo_id=$(sql "select ev_id from h_res where data = '/echo'")
 expect_eq "a 200 comes back with status, lower-case headers and body" "200|application/json" \
@@ -42,6 +44,11 @@ expect_eq "each request carries Idempotency-Key: queue/consumer/event id" "q_htt
 expect_eq "a 500 is retried and the event is applied once after the 200" "1|ok" \
 	"$(sql "select count(*), max(body) from h_res where data = '/flaky/a'")"
 expect_eq "the server saw the 500 and the retry" "2" "$(stats "d['paths']['/flaky/a']")"
+expect_eq "a 429 is retried after its Retry-After, then applied once" "1|ok" \
+	"$(sql "select count(*), max(body) from h_res where data like '/flaky/b%'")"
+expect_match "the retry waited Retry-After's seconds" "retry 1 in 2s" "$(cat "$WORK/c_http.log")"
+expect_eq "a slow answer within the timeout is a response" "slow" \
+	"$(sql "select body from h_res where data = '/slow?ms=300'")"
 failed=$("$PGQLUA" failed list "$WORK/c_http.yaml")
 expect_match "a 404 is in failed list with its reason" "404 status 404" "$failed"
 
@@ -70,6 +77,7 @@ expect_match "event_timeout ends a request that hangs longer" \
 
 # ---- connections are reused across events and batches
 before=$(stats "d['connections']")
+keys_before=$(stats "d['keys']")
 new_consumer q_http_reuse c_http_reuse "
 local BASE = '$BASE'
 function process_event(ev, db)
@@ -88,6 +96,7 @@ conns=$(($(stats "d['connections']") - before))
 reqs=$(stats "d['paths']['/ok']")
 batches=$(sql "select count(*) > 1 from pgq.get_consumer_info('q_http_reuse', 'c_http_reuse')")
 expect_eq "200 events were requested" "200" "$reqs"
+expect_eq "with 200 distinct Idempotency-Keys" "200" "$(($(stats "d['keys']") - keys_before))"
 if [ "$conns" -ge 1 ] && [ $((reqs / conns)) -ge 100 ]; then
 	ok "connections are kept and reused across events and batches ($reqs requests on $conns connections)"
 else

@@ -7,12 +7,14 @@ HTTP/1.1 with keep-alive.  Paths:
   /ok, /anything-else  200, body "ok"
   /echo                200, JSON {method, path, headers, body}
   /status/N            status N (429 and 503 carry Retry-After: ?retry_after=, default 1)
-  /flaky/NAME          500 for the first ?fail= (default 1) requests of NAME, then 200
+  /flaky/NAME          ?status= (default 500; 429 and 503 with Retry-After: ?retry_after=,
+                       default 1) for the first ?fail= (default 1) requests of NAME, then 200
   /hang                never answers (until the client goes or the lifetime ends)
   /reset               headers and half the body, then a TCP reset
   /slow                answers after ?ms= milliseconds (default 20)
   /big                 ?bytes= bytes of body
-  /stats               JSON {connections, requests, keys, paths} (not counted)
+  /stats               JSON {connections, requests, keys, paths} (not counted, nor are
+                       connections that asked only for /stats)
 keys counts the distinct Idempotency-Key headers received.
 """
 import argparse
@@ -37,10 +39,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pgqlua-test-httpd"
 
-    def setup(self):
-        super().setup()
-        with LOCK:
-            STATS["connections"] += 1
+    counted = False   # this connection is in STATS["connections"]
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -65,6 +64,9 @@ class Handler(BaseHTTPRequestHandler):
                 out = dict(STATS, keys=len(KEYS))
             return self.answer(200, json.dumps(out).encode(), {"Content-Type": "application/json"})
         with LOCK:
+            if not self.counted:
+                self.counted = True
+                STATS["connections"] += 1
             STATS["requests"] += 1
             STATS["paths"][path] = STATS["paths"].get(path, 0) + 1
             key = self.headers.get("Idempotency-Key")
@@ -86,7 +88,9 @@ class Handler(BaseHTTPRequestHandler):
                 FLAKY[path] = FLAKY.get(path, 0) + 1
                 seen = FLAKY[path]
             if seen <= int(q.get("fail", "1")):
-                return self.answer(500, b"flaky")
+                status = int(q.get("status", "500"))
+                hdrs = {"Retry-After": q.get("retry_after", "1")} if status in (429, 503) else {}
+                return self.answer(status, b"flaky", hdrs)
             return self.answer(200, b"ok")
         if path == "/hang":
             self.server.stopped.wait(self.server.lifetime)
