@@ -103,6 +103,41 @@ else
 	fail "connections are not reused: $reqs requests on $conns connections"
 fi
 
+# ---- TLS: a server whose certificate a test CA signed, trusted through http_ca_file
+tls="$WORK/tls"
+mkdir -p "$tls"
+{
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 2 \
+		-subj "/CN=pgqlua test CA"
+	openssl req -newkey rsa:2048 -nodes -keyout "$tls/srv.key" -out "$tls/srv.csr" -subj "/CN=127.0.0.1"
+	printf 'subjectAltName=IP:127.0.0.1\n' > "$tls/ext"
+	openssl x509 -req -in "$tls/srv.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+		-out "$tls/srv.pem" -days 2 -extfile "$tls/ext"
+} > "$tls/openssl.out" 2>&1 || fail "openssl could not make the test certificates: $(cat "$tls/openssl.out")"
+/usr/bin/python3 "$ROOT/tests/tools/httpd.py" --port-file "$WORK/httpsd.port" --lifetime "$(scaled 300)" \
+	--parent-pid $$ --tls-cert "$tls/srv.pem" --tls-key "$tls/srv.key" &
+CHILD_PIDS+=("$!")
+wait_until 10 test -s "$WORK/httpsd.port" || fail "the test HTTPS server did not start"
+TLS_BASE="https://127.0.0.1:$(cat "$WORK/httpsd.port")"
+for trust in ca none; do
+	extra="max_retries: 0"
+	[ "$trust" == ca ] && extra="$extra
+http_ca_file: tls/ca.pem"
+	reset_queues "q_http_tls_$trust"
+	new_consumer "q_http_tls_$trust" "c_http_tls_$trust" "
+function process_event(ev, db)
+  local res = pgq.http.request{ url = '$TLS_BASE/ok', timeout = 10 }
+  db:exec('insert into h_res values (\$1, \$2, \$3, \$4)', ev.id, '$trust', res.status, res.body)
+end" "$extra"
+	sql "select pgq.insert_event('q_http_tls_$trust', 'x', 'tls')" > /dev/null
+	drain "q_http_tls_$trust" "c_http_tls_$trust" || fail "q_http_tls_$trust did not drain"
+done
+expect_eq "https with a certificate from the CA in http_ca_file works" "200|ok" \
+	"$(sql "select status, body from h_res where data = 'ca'")"
+expect_match "an untrusted certificate fails with a clear error" \
+	"pgq.http.request: GET https://127.0.0.1:[0-9]+/ok: (SSL peer certificate|Peer certificate cannot be authenticated).*" \
+	"$(sql "select reason from pgqlua.failed_event where queue_name = 'q_http_tls_none'")"
+
 # ---- a stop at once (a second signal) ends a hanging request, well within kill_grace
 new_consumer q_http_stop c_http_stop "
 function process_event(ev, db)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """httpd.py - the local HTTP server of pgqlua's tests (pgq.http).
 
-Listens on 127.0.0.1 only, on a free port it writes to --port-file, and
+Listens on 127.0.0.1 only (HTTPS with --tls-cert), on a free port it writes to --port-file, and
 stops by itself after --lifetime seconds (or when --parent-pid is gone).
 HTTP/1.1 with keep-alive.  Paths:
   /ok, /anything-else  200, body "ok"
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -120,12 +121,18 @@ def main():
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--lifetime", type=float, default=600)
     ap.add_argument("--parent-pid", type=int, default=0)
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, key included or --tls-key)")
+    ap.add_argument("--tls-key")
     a = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     srv.lifetime = a.lifetime
     srv.stopped = threading.Event()
     srv.request_queue_size = 128
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     tmp = a.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write("%d\n" % srv.server_address[1])
