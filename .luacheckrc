@@ -18,7 +18,7 @@ local consumer_script = {
   std = "none",
   read_globals = {
     pgq = { fields = { "EVENT_OK", "EVENT_FAILED", "EVENT_RETRY", "ABORT_BATCH", "null", "log", "urldecode",
-                       "json_decode", http = { fields = { "request" } } } },
+                       "json_decode", http = { fields = { "request", "send" } } } },
     "_VERSION", "assert", "collectgarbage", "error", "getmetatable", "ipairs", "load", "next",
     "pairs", "pcall", "print", "rawequal", "rawget", "rawlen", "rawset", "require", "select",
     "setmetatable", "tonumber", "tostring", "type", "xpcall", "coroutine", "math", "string", "table",

@@ -69,6 +69,7 @@ static const cfg_key cfg_keys[] = {
 	{"lua_path", CFG_LUA_PATH, OFF(lua_path), NULL, 0, 0, "more places for require, like package.path (\"lib/?.lua;lib/?/init.lua\"), relative to this file"},
 	{"env_allow", CFG_NAMES, OFF(env_allow), NULL, 0, 0, "environment variables the script may read with os.getenv (a list; others read as nil)"},
 	{"http_timeout", CFG_SECONDS, OFF(http_timeout), "30", 0, 0, "seconds one pgq.http request may take when the request gives no timeout"},
+	{"http_concurrency", CFG_INT, OFF(http_concurrency), "16", 0, 0, "pgq.http.send requests in flight at most"},
 	{"http_max_body", CFG_BYTES, OFF(http_max_body), "10MB", 0, 0, "largest response body pgq.http reads; a longer one is an error"},
 	{"http_ca_file", CFG_PATH, OFF(http_ca_file), NULL, 0, 0, "PEM file of CA certificates pgq.http trusts besides the system's, relative to this file"},
 	{"http_idempotency_key", CFG_BOOL, OFF(http_idempotency_key), "true", 0, 0, "add Idempotency-Key: queue/consumer/event id to every pgq.http request made for an event"},

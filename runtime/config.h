@@ -42,6 +42,7 @@ typedef struct config {
 	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
 	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
 	double http_timeout;     /* pgq.http: seconds per request unless the request says */
+	int http_concurrency;    /* pgq.http.send: requests in flight at most */
 	long long http_max_body; /* pgq.http: largest response body, bytes */
 	char *http_ca_file;      /* pgq.http: more trusted CAs (PEM); NULL: the system's only */
 	int http_idempotency_key; /* pgq.http: add Idempotency-Key to an event's requests */

@@ -23,8 +23,29 @@ typedef const char *(*lhttp_wait_fn)(void *arg, double *left);
 lhttp *lhttp_new(const config *cfg, lhttp_wait_fn wait, void *wait_arg, char *err, size_t errlen);
 void lhttp_free(lhttp *h);
 
-/* The event being processed (its id goes into Idempotency-Key), or none. */
-void lhttp_set_event(lhttp *h, int in_event, long long ev_id);
+/* The event being processed (its id goes into Idempotency-Key; its row
+ * in the chunk tags its sends), or none. */
+void lhttp_set_event(lhttp *h, int in_event, long long ev_id, int row);
+
+/* ---- pgq.http.send: requests that settle after their event's call ---- */
+
+/* Sends of the event at row (row < 0: of every event) not yet forgotten. */
+int lhttp_pending(const lhttp *h, int row);
+
+/* The row of the oldest send not forgotten, or -1. */
+int lhttp_first_row(const lhttp *h);
+
+/* Drive the transfers until every send of row (row < 0: every send) has
+ * ended.  NULL, or the text that ended the wait (deadline, stop). */
+const char *lhttp_wait_sends(lhttp *h, int row);
+
+/* Push a list of row's ended sends, each {prep, on_response, res, err}
+ * (res a response table, or err libcurl's reason); returns how many.
+ * MAY_LJMP */
+int lhttp_push_settled(lua_State *L, lhttp *h, int row);
+
+/* Drop row's sends (row < 0: all; in flight ones are abandoned). */
+void lhttp_forget(lua_State *L, lhttp *h, int row);
 
 /* Set http_context and http_request in the table at the top of L's stack
  * (the host module). MAY_LJMP */

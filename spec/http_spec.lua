@@ -86,6 +86,47 @@ end
     assert.executed(run[3], "insert into delivered", "q/c/3")
   end)
 
+  it("folds pgq.http.send's responses into the event's outcome, undoing its writes", function()
+    local path = dir .. "/send.lua"
+    local f = assert(io.open(path, "w"))
+    f:write([[
+function process_event(ev, db)
+  db:exec("insert into t values ($1)", ev.data)
+  if ev.type == "decide" then
+    pgq.http.send({ url = "http://x.test" .. ev.data }, function(res)
+      if res.status == 500 then return pgq.EVENT_OK end
+    end)
+  else
+    pgq.http.send{ url = "http://x.test" .. ev.data, body = "b" }
+  end
+end
+]])
+    f:close()
+    local c = testing.load(path)
+    c:answer_http("/a", { status = 204 })
+    c:answer_http("/b", { status = 429, headers = { ["Retry-After"] = "9" } })
+    c:answer_http("/c", { status = 410, body = string.rep("x", 300) })
+    c:answer_http("/d", testing.http_error("connect"))
+    c:answer_http("/e", { status = 500 })
+    local run = c:run({ testing.event{ data = "/a" }, testing.event{ data = "/b" }, testing.event{ data = "/c" },
+                        testing.event{ data = "/d" }, testing.event{ type = "decide", data = "/e" } })
+    assert.outcome(run[1], "OK")
+    assert.outcome(run[2], "RETRY", 9)
+    assert.outcome(run[3], "FAILED",
+      "pgq.http.send: POST http://x.test/c: status 410: " .. string.rep("x", 200) .. "...")
+    assert.outcome(run[4], "RETRY")
+    assert.outcome(run[5], "OK")
+    assert.is_true(run[1].http[1].sent)
+    assert.same({ "/a", "/e" }, { run.committed[1].params[1], run.committed[2].params[1] })
+  end)
+
+  it("reads Retry-After as seconds or as an HTTP date", function()
+    assert.equal(120.0, http.retry_after("120"))
+    local now = os.time()
+    assert.equal(30.0, http.retry_after(os.date("!%a, %d %b %Y %H:%M:%S GMT", now + 30), now))
+    assert.is_nil(http.retry_after("soon"))
+  end)
+
   it("raises a transport error as the runtime words it", function()
     consumer:answer_http("/orders", testing.http_error("timeout"))
     local run = consumer:run({ testing.event{ id = 1 } })

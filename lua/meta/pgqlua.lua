@@ -77,6 +77,17 @@ pgq.http = {}
 ---@return pgq.http.res
 function pgq.http.request(req) end
 
+---The same request without waiting (up to http_concurrency in flight).  The
+---event's result waits for the response: 2xx keeps it; 408, 429, 5xx and
+---transport errors make it RETRY (Retry-After gives the delay); other
+---statuses FAILED with the status and the body's first bytes.  An event
+---whose send ends not OK has its database writes undone.  on_response(res)
+---may return a result (as process_event does) to decide instead; res.error
+---is set for a transport error.
+---@param req pgq.http.req
+---@param on_response? fun(res: pgq.http.res): integer?, (number|string)?
+function pgq.http.send(req, on_response) end
+
 ---@class pgq.event
 ---@field id integer ev_id, unique within the queue
 ---@field txid integer the producer's transaction id

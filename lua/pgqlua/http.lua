@@ -8,11 +8,14 @@
 -- functions captured when it loads.
 local json = require "dkjson"
 local payload = require "pgqlua.payload"
+local rules = require "pgqlua.rules"
 
 local format, find, lower, upper, match, gsub = string.format, string.find, string.lower, string.upper,
   string.match, string.gsub
 local type, pairs, tostring, rawequal, mtype = type, pairs, tostring, rawequal, math.type
-local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
+local setmetatable, getmetatable, pcall, ipairs, tonumber, error = setmetatable, getmetatable, pcall, ipairs,
+  tonumber, error
+local os = { time = os.time, date = os.date }
 local sort, concat = table.sort, table.concat
 
 local M = {}
@@ -145,6 +148,74 @@ end
 --- The error a transport failure raises (after the script's file:line).
 function M.transport_error(prep, reason)
   return format("pgq.http.request: %s %s: %s", prep.method, M.safe_url(prep.url), tostring(reason))
+end
+
+--- Seconds a Retry-After header asks for (seconds, or an HTTP date), or nil.
+function M.retry_after(v, now)
+  if type(v) ~= "string" then return nil end
+  local n = tonumber(v)
+  if n and n >= 0 and n <= TIMEOUT_MAX then return n + 0.0 end
+  local d, mon, y, hh, mm, ss = match(v, "^%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT$")
+  local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
+                   Nov = 11, Dec = 12 }
+  if not d or not months[mon] then return nil end
+  -- both sides read as local time: their difference is right
+  local t = os.time({ year = tonumber(y), month = months[mon], day = tonumber(d), hour = tonumber(hh),
+                      min = tonumber(mm), sec = tonumber(ss) })
+  local utc_now = os.time(os.date("!*t", now or os.time()))
+  local s = t - utc_now
+  return s > 0 and s + 0.0 or 0.0
+end
+
+local BODY_SHOWN = 200
+
+--- What one send's response makes of its event: "OK", "RETRY" (delay or
+-- nil, why) or "FAILED" (nil, reason).
+function M.classify(prep, res, err)
+  local head = format("pgq.http.send: %s %s: ", prep.method, M.safe_url(prep.url))
+  if not res then return "RETRY", nil, head .. tostring(err) end
+  local st = res.status
+  if st >= 200 and st < 300 then return "OK" end
+  if st == 408 or st == 429 or st >= 500 then
+    return "RETRY", M.retry_after(res.headers and res.headers["retry-after"]), head .. "status " .. st
+  end
+  local body = res.body or ""
+  if #body > BODY_SHOWN then body = body:sub(1, BODY_SHOWN) .. "..." end
+  return "FAILED", nil, head .. "status " .. st .. (body ~= "" and (": " .. body) or "")
+end
+
+local RANK = { OK = 0, RETRY = 1, FAILED = 2 }
+
+--- An event's result once its sends have ended: sends is a list of
+-- {prep, on_response, res, err}.  An event not OK keeps its result; else
+-- each send is classified (or on_response(res) decides, returning a
+-- result as process_event does), the worst wins (FAILED over RETRY over
+-- OK; the longest retry delay).
+function M.settle(outcome, delay, reason, sends)
+  if outcome ~= "OK" then return outcome, delay, reason end
+  local out, d, why = "OK", nil, nil
+  for _, s in ipairs(sends) do
+    local prep, on_response, res, err = s[1], s[2], s[3], s[4]
+    local o, sd, sr
+    if on_response then
+      local code, detail = on_response(res or { status = 0, headers = {}, body = "",
+                                                error = M.transport_error(prep, err) })
+      if code ~= nil then
+        o, sd, sr = rules.map_result(function() return "on_response" end, code, detail)
+        if o == "ABORT_BATCH" then
+          error("on_response returned pgq.ABORT_BATCH, which only process_event may return", 0)
+        end
+        if o == "RETRY" and not sr then sr = "retried by on_response" end
+      end
+    end
+    if not o then o, sd, sr = M.classify(prep, res, err) end
+    if RANK[o] > RANK[out] then
+      out, d, why = o, sd, sr
+    elseif o == "RETRY" and out == "RETRY" and sd and (not d or sd > d) then
+      d = sd
+    end
+  end
+  return out, d, why
 end
 
 --- A response as scripts see it: status (integer), headers (lower-case

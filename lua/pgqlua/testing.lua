@@ -526,6 +526,16 @@ local function new_host(consumer)
     local _ <close> = runner_side()
     return consumer:_http(prep)
   end
+  -- pgq.http.send: answered at once, folded into the event at its end
+  function host.http_send(prep, on_response)
+    local _ <close> = runner_side()
+    if not consumer._ev_id then
+      error("pgq.http.send: only inside process_event (use pgq.http.request in the hooks)", 0)
+    end
+    local res, err = consumer:_http(prep, true)
+    local sends = consumer._sends
+    sends[#sends + 1] = { prep, on_response, res, err }
+  end
   return host
 end
 
@@ -861,9 +871,9 @@ local function http_answer_matches(a, prep)
 end
 
 -- the mock transport: record the request, answer it
-function Consumer:_http(prep)
+function Consumer:_http(prep, sent)
   local rec = { method = prep.method, url = prep.url, headers = prep.headers, body = prep.body,
-                timeout = prep.timeout, follow = prep.follow, where = self._where }
+                timeout = prep.timeout, follow = prep.follow, where = self._where, sent = sent }
   local sink = self._http_sink
   if sink then sink[#sink + 1] = rec end
   local ans = { status = 200, headers = {}, body = "" }
@@ -912,6 +922,7 @@ M.outcome_text = outcome_text
 function Consumer:_begin(where, rec)
   rec.sql, rec.logs, rec.http = {}, {}, {}
   self._sql, self._logs, self._where, self._http_sink = rec.sql, rec.logs, where, rec.http
+  self._sends = {}
   local st = self._db_state
   st.active, st.sql_failed, st.sql_error = true, false, nil
   st.send_failed, st.send_error = false, nil
@@ -1042,6 +1053,17 @@ function Consumer:run(events, opts)
       if outcome == "OK" and sql_failed then
         outcome, msg = "ERROR", clip(by_send and sql_error or "the script went on after an SQL error: " .. sql_error,
           MSG_MAX)
+      end
+      -- pgq.http.send: the responses decide, as lbridge.c lb_settle_sends
+      if #self._sends > 0 and outcome ~= "ABORT_BATCH" then
+        local sok, sres = self:_call(timeout, http.settle, outcome, delay, msg, self._sends)
+        if sok then
+          outcome, delay, msg = sres[1], sres[2], sres[3]
+          if msg == "" then msg = nil end
+          if msg ~= nil then msg = clip(msg, MSG_MAX) end
+        else
+          outcome, msg = "ERROR", sres
+        end
       end
       r.outcome = outcome
       if outcome == "RETRY" then r.delay = delay end

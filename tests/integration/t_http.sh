@@ -14,7 +14,7 @@ wait_until 10 test -s "$WORK/httpd.port" || { fail "the test HTTP server did not
 BASE="http://127.0.0.1:$(cat "$WORK/httpd.port")"
 stats() { /usr/bin/python3 -c "import json,sys,urllib.request; d=json.load(urllib.request.urlopen('$BASE/stats')); print(eval(sys.argv[1]))" "$1"; }
 
-reset_queues q_http q_http_err q_http_reuse q_http_stop
+reset_queues q_http q_http_err q_http_reuse q_http_stop q_http_send q_http_many
 sql "drop table if exists h_res cascade;
      create table h_res (ev_id bigint, data text, status int, body text, ctype text);"
 
@@ -102,6 +102,59 @@ if [ "$conns" -ge 1 ] && [ $((reqs / conns)) -ge 100 ]; then
 else
 	fail "connections are not reused: $reqs requests on $conns connections"
 fi
+
+# ---- pgq.http.send: responses fold into the event's outcome
+sql "drop table if exists h_send; create table h_send (ev_id bigint, data text, retry int)"
+new_consumer q_http_send c_http_send "
+local BASE = '$BASE'
+function process_event(ev, db)
+  if ev.type == 'write' then
+    db:exec('insert into h_send values (\$1, \$2, \$3)', ev.id, ev.data, ev.retry)
+  end
+  if ev.type == 'decide' then
+    pgq.http.send({ url = BASE .. ev.data, body = 'x' }, function(res)
+      if res.status == 500 then return pgq.EVENT_FAILED, 'on_response: ' .. res.body end
+    end)
+  else
+    pgq.http.send{ url = BASE .. ev.data, json = { id = ev.id } }
+  end
+end" "max_retries: 3
+log_level: debug"
+sql "select pgq.insert_event('q_http_send', t, d) from (values ('plain', '/ok'), ('plain', '/status/404'),
+       ('plain', '/flaky/s?status=503&retry_after=1'), ('write', '/status/404'), ('write', '/ok'),
+       ('decide', '/status/500')) v(t, d)" > /dev/null
+drain q_http_send c_http_send || fail "q_http_send did not drain"
+sreason() { sql "select reason from pgqlua.failed_event where queue_name = 'q_http_send' and ev_type = '$1' and ev_data = '$2'"; }
+expect_match "a sent 404 fails the event with the status and the body" \
+	"^pgq.http.send: POST http://127.0.0.1:[0-9]+/status/404: status 404: status 404$" "$(sreason plain /status/404)"
+expect_eq "a sent 503 retries the event (Retry-After) until the 200" "2" "$(stats "d['paths']['/flaky/s']")"
+expect_match "the retry took Retry-After's delay" "retry 1 in 1s: pgq.http.send: POST http://127.0.0.1:[0-9]+/flaky/s: status 503" \
+	"$(cat "$WORK/c_http_send.log")"
+expect_eq "an event whose send failed has its own writes undone; one whose send succeeded keeps them" "/ok" \
+	"$(sql "select string_agg(data, ',') from h_send")"
+expect_match "the failed write event is in the failed-event table too" "status 404" "$(sreason write /status/404)"
+expect_eq "on_response decides instead of the status" "on_response: status 500" "$(sreason decide /status/500)"
+expect_eq "no other event failed" "3" "$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_http_send'")"
+
+# ---- many sends in flight at once, at most http_concurrency connections
+before=$(stats "d['connections']")
+slow_before=$(stats "d['paths'].get('/slow', 0)")
+new_consumer q_http_many c_http_many "
+local BASE = '$BASE'
+function process_event(ev, db)
+  pgq.http.send{ url = BASE .. '/slow?ms=20', json = { id = ev.id } }
+end" "http_concurrency: 8
+log_level: info"
+sql "select pgq.insert_event('q_http_many', 'x', g::text) from generate_series(1, 400) g" > /dev/null
+wait_until 30 ticked q_http_many || fail "q_http_many never ticked"
+run_once c_http_many || fail "run --once failed"
+drain q_http_many c_http_many || fail "q_http_many did not drain"
+expect_eq "every event was sent once" "400" "$(($(stats "d['paths']['/slow']") - slow_before))"
+conns=$(($(stats "d['connections']") - before))
+# http_concurrency connections, give or take one the server or libcurl closed
+if [ "$conns" -le 10 ]; then ok "about http_concurrency connections, reused ($conns for 400 requests)"; \
+	else fail "$conns connections for 400 requests at http_concurrency 8"; fi
+expect_eq "none failed" "0" "$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_http_many'")"
 
 # ---- TLS: a server whose certificate a test CA signed, trusted through http_ca_file
 tls="$WORK/tls"
