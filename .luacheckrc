@@ -17,7 +17,9 @@ exclude_files = {
 local consumer_script = {
   std = "none",
   read_globals = {
-    "pgq", "_VERSION", "assert", "collectgarbage", "error", "getmetatable", "ipairs", "load", "next",
+    pgq = { fields = { "EVENT_OK", "EVENT_FAILED", "EVENT_RETRY", "ABORT_BATCH", "null", "log", "urldecode",
+                       "json_decode", http = { fields = { "request", "send" } } } },
+    "_VERSION", "assert", "collectgarbage", "error", "getmetatable", "ipairs", "load", "next",
     "pairs", "pcall", "print", "rawequal", "rawget", "rawlen", "rawset", "require", "select",
     "setmetatable", "tonumber", "tostring", "type", "xpcall", "coroutine", "math", "string", "table",
     "utf8", "package",
@@ -32,7 +34,7 @@ files["spec/contract/"] = consumer_script
 files["spec/"] = { std = "+busted" }
 -- the busted helpers the kit registers (pgqlua.testing)
 files["spec/"].read_globals = {
-  assert = { fields = { "outcome", "executed", "sql" }, other_fields = true },
+  assert = { fields = { "outcome", "executed", "sql", "requested" }, other_fields = true },
 }
 files["spec/contract/contract.lua"] = { std = "lua54" }
 files["spec/contract/ct_lib/"] = consumer_script

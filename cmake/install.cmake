@@ -64,7 +64,7 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION database)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libc6 (>= 2.34), libpq5, liblua5.4-0, libyaml-0-2, lua-dkjson, lua-yaml, libmicrohttpd12, adduser")
+    "libc6 (>= 2.34), libpq5, liblua5.4-0, libyaml-0-2, lua-dkjson, lua-yaml, libmicrohttpd12, libcurl4, adduser")
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_CURRENT_SOURCE_DIR}/packaging/deb/postinst

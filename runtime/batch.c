@@ -160,6 +160,39 @@ static event_step settle_send_failures(pgqlua_consumer *c, const PGresult *res, 
 	return STEP_NEXT;
 }
 
+/* The metrics' count of outcomes. */
+static void count_outcome(pgqlua_consumer *c, const lb_result *r)
+{
+	c->fig.events[r->outcome == LB_OK ? METRICS_OK : r->outcome == LB_RETRY ? METRICS_RETRY
+	              : r->outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR]++;
+}
+
+/* Events whose outcome waited for their pgq.http.send requests (they
+ * ended OK without touching the database): their responses decide now,
+ * before the chunk's rows are let go. */
+static event_step settle_deferred(pgqlua_consumer *c, const PGresult *res)
+{
+	char err[PGCONN_ERR_LEN];
+	event_step step;
+	int row;
+
+	if (lb_sends_next_row(c->script) < 0)
+		return STEP_NEXT;
+	if (ldb_close(c->db, err, sizeof(err)) != 0)
+		return fail_db(c, "waiting for db:send statements", err);
+	while ((row = lb_sends_next_row(c->script)) >= 0) {
+		lb_result r = {LB_OK, -1, ""};
+		lb_settle_sends(c->script, row, &r);
+		if (c->stop_requests > 1)
+			return STEP_STOP;
+		log_outcome(ev_id(res, row), &r);
+		count_outcome(c, &r);
+		if ((step = settle_event(c, res, row, &r)) != STEP_NEXT)
+			return step;
+	}
+	return STEP_NEXT;
+}
+
 /* A statement of the event (or hook) failed although the script went on:
  * the event is an error as it stands. */
 static int took_sql_error(pgqlua_consumer *c, const char *who, char *msg, size_t msglen)
@@ -205,7 +238,7 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	event_outcome done;
 	event_step step;
 	lb_result r;
-	int rc;
+	int rc, deferred = 0;
 
 	rc = target_replayed(c->target, id, &done, buf, sizeof(buf), err, sizeof(err));
 	if (rc != 0)
@@ -231,6 +264,18 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 		snprintf(why, whylen, "the script returned pgq.ABORT_BATCH at event %s", id);
 		return STEP_ABORT;
 	}
+	/* pgq.http.send: an event that wrote nothing has nothing to undo, so
+	 * its outcome may wait for its responses while later events run;
+	 * any other one waits for them now */
+	if (lb_sends_pending(c->script, row) > 0) {
+		if (r.outcome == LB_OK && ldb_event_statements(c->db) == 0 && !target_closes_window(c->target))
+			deferred = 1;
+		else {
+			lb_settle_sends(c->script, row, &r);
+			if (c->stop_requests > 1)
+				return STEP_STOP;
+		}
+	}
 	rc = ldb_event_end(c->db, r.outcome == LB_OK, r.outcome != LB_OK || target_closes_window(c->target),
 	                   err, sizeof(err));
 	if (rc < 0)
@@ -239,11 +284,14 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 		r.outcome = LB_ERROR;
 		snprintf(r.msg, sizeof(r.msg), "%s", err);
 	}
-	log_outcome(id, &r);
 	c->stats.events++;
-	c->fig.events[r.outcome == LB_OK ? METRICS_OK : r.outcome == LB_RETRY ? METRICS_RETRY
-	              : r.outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR]++;
-	step = settle_event(c, res, row, &r);
+	if (deferred)
+		step = STEP_NEXT;
+	else {
+		log_outcome(id, &r);
+		count_outcome(c, &r);
+		step = settle_event(c, res, row, &r);
+	}
 	if (step == STEP_NEXT)
 		step = settle_send_failures(c, res, 0);
 	if (step == STEP_NEXT && target_event_commit(c->target, c->db, err, sizeof(err)) != 0)
@@ -308,7 +356,10 @@ static event_step run_events(pgqlua_consumer *c, pgq_cursor_guard *guard, PGresu
 				return step;
 		}
 		*n_events += n;
-		/* the chunk's sends are waited for while its rows are at hand */
+		/* the chunk's sends (db:send, pgq.http.send) are waited for while
+		 * its rows are at hand */
+		if ((step = settle_deferred(c, *res)) != STEP_NEXT)
+			return step;
 		if ((step = settle_send_failures(c, *res, 1)) != STEP_NEXT || !more)
 			return step;
 		PQclear(*res);
@@ -394,6 +445,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	metrics_observe(&c->fig.batch_seconds, clock_mono() - started);
 	log_debug("batch done: %lld events, %lld rows fetched, lag %.3fs", n_events, guard.rows, b->lag);
 out:
+	lb_sends_drop(c->script);
 	PQclear(res);
 	pgconn_drop_async(c->conn);
 	if (step == STEP_ABORT || step == STEP_STOP)

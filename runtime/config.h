@@ -53,6 +53,11 @@ typedef struct config {
 	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
 	char *metrics_listen;    /* HOST:PORT for GET /metrics; NULL: off */
 	char *metrics_file;      /* Prometheus textfile, resolved; NULL: off */
+	double http_timeout;     /* pgq.http: seconds per request unless the request says */
+	int http_concurrency;    /* pgq.http.send: requests in flight at most */
+	long long http_max_body; /* pgq.http: largest response body, bytes */
+	char *http_ca_file;      /* pgq.http: more trusted CAs (PEM); NULL: the system's only */
+	int http_idempotency_key; /* pgq.http: add Idempotency-Key to an event's requests */
 } config;
 
 typedef enum config_status {

@@ -127,11 +127,14 @@ void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
 {
 	lua_State *L = s->L;
 	event_call ec = {s, res, row};
-	int base;
+	int base, status;
 
 	out->delay = -1;
 	out->msg[0] = '\0';
-	if (lb_docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg)) != LUA_OK) {
+	lhttp_set_event(s->http, 1, parse_int(PQgetvalue(res, row, PGQ_EV_ID)), row);
+	status = lb_docall(s, event_tramp, &ec, 3, s->cfg->event_timeout, &base, out->msg, sizeof(out->msg));
+	lhttp_set_event(s->http, 0, 0, -1);
+	if (status != LUA_OK) {
 		out->outcome = LB_ERROR;
 		return;
 	}
@@ -141,6 +144,79 @@ void lb_call_event(lb_script *s, const PGresult *res, int row, lb_result *out)
 	if (lua_type(L, base + 3) == LUA_TSTRING)
 		snprintf(out->msg, sizeof(out->msg), "%s", lua_tostring(L, base + 3));
 	lua_settop(L, 0);
+}
+
+/* ---- pgq.http.send ---- */
+
+int lb_sends_pending(lb_script *s, int row)
+{
+	return lhttp_pending(s->http, row);
+}
+
+int lb_sends_next_row(lb_script *s)
+{
+	return lhttp_first_row(s->http);
+}
+
+typedef struct settle_call {
+	lb_script *s;
+	int row;
+	lb_result *r;
+} settle_call;
+
+static const char *const outcome_names[] = {"OK", "RETRY", "FAILED", "ABORT_BATCH", "ERROR"};
+
+/* Returns outcome (integer), delay (number or nil), message (string or nil) */
+static int settle_tramp(lua_State *L) /* MAY_LJMP */
+{
+	settle_call *sc = lua_touserdata(L, 1);
+	const char *why = lhttp_wait_sends(sc->s->http, sc->row), *name;
+	int code;
+	if (why)
+		return luaL_error(L, "%s", why);
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, sc->s->ref_settle);
+	lua_pushstring(L, outcome_names[sc->r->outcome]);
+	if (sc->r->delay >= 0)
+		lua_pushnumber(L, sc->r->delay);
+	else
+		lua_pushnil(L);
+	lua_pushstring(L, sc->r->msg);
+	lhttp_push_settled(L, sc->s->http, sc->row);
+	lua_call(L, 4, 3);
+	name = luaL_checkstring(L, 1);
+	for (code = 0; code < 5 && strcmp(name, outcome_names[code]) != 0; code++)
+		;
+	if (code == 5)
+		return luaL_error(L, "pgqlua.http.settle returned %s", name);
+	lua_pushinteger(L, code);
+	lua_replace(L, 1);
+	return 3;
+}
+
+void lb_settle_sends(lb_script *s, int row, lb_result *r)
+{
+	settle_call sc = {s, row, r};
+	char msg[LB_MSG_LEN];
+	int base;
+
+	if (lb_docall(s, settle_tramp, &sc, 3, s->cfg->event_timeout, &base, msg, sizeof(msg)) != LUA_OK) {
+		r->outcome = LB_ERROR;
+		r->delay = -1;
+		snprintf(r->msg, sizeof(r->msg), "%s", msg);
+	} else {
+		r->outcome = (lb_outcome)lua_tointeger(s->L, base + 1);
+		r->delay = lua_type(s->L, base + 2) == LUA_TNUMBER ? lua_tonumber(s->L, base + 2) : -1;
+		snprintf(r->msg, sizeof(r->msg), "%s", lua_type(s->L, base + 3) == LUA_TSTRING ? lua_tostring(s->L, base + 3) : "");
+	}
+	lua_settop(s->L, 0);
+	lhttp_forget(s->L, s->http, row);
+}
+
+void lb_sends_drop(lb_script *s)
+{
+	if (s)
+		lhttp_forget(s->L, s->http, -1);
 }
 
 /* ---- the max_retries rule ---- */

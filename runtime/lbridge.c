@@ -7,6 +7,7 @@
  */
 #include "lbridge_int.h"
 #include "clock.h"
+#include "lhttp.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -121,8 +122,34 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
 
 void lb_interrupt(lb_script *s)
 {
+	if (s)
+		s->interrupted = 1;
 	if (s && s->L)
 		lua_sethook(s->L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* lhttp's question between slices of a wait: the Lua hook cannot run
+ * while C waits, so the deadline and a stop are checked here, with the
+ * hook's texts; the hook is re-armed so that a pcall cannot swallow it. */
+static const char *wait_check(void *arg, double *left)
+{
+	lb_script *s = arg;
+	*left = -1;
+	if (s->interrupted) {
+		lua_sethook(s->L, stop_hook, LUA_MASKCOUNT, 1);
+		return "stopped: the consumer was told to stop at once";
+	}
+	if (s->deadline > 0) {
+		double now = clock_mono();
+		if (now > s->deadline) {
+			snprintf(s->wait_msg, sizeof(s->wait_msg),
+			         "event_timeout exceeded: the script ran for more than %.3g seconds", s->timeout);
+			lua_sethook(s->L, deadline_hook, LUA_MASKCOUNT, 1);
+			return s->wait_msg;
+		}
+		*left = s->deadline - now;
+	}
+	return NULL;
 }
 
 static int msgh(lua_State *L)
@@ -233,6 +260,7 @@ static int host_open(lua_State *L)
 {
 	static const luaL_Reg fns[] = {{"log", host_log}, {"loadfile", host_loadfile}, {NULL, NULL}};
 	luaL_newlib(L, fns);
+	lhttp_register(L, lb_script_of(L)->http);
 	lua_pushliteral(L, "runtime");
 	lua_setfield(L, -2, "name");
 	return 1;
@@ -351,6 +379,12 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	s->ref_where = luaL_ref(L, LUA_REGISTRYINDEX);
 	ldb_open_lib(L, lua_gettop(L));
 	lua_pop(L, 1);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "pgqlua.http");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "settle");
+	s->ref_settle = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pop(L, 1);
 
 	/* the sandbox and the pgq table are Lua, shared with the mock runner;
 	 * the pgq table first: it keeps the host module, which the sandbox
@@ -414,9 +448,15 @@ lb_script *lb_script_load(const config *cfg, ldb_state *db, int *out_of_memory, 
 	s->db = db;
 	s->ref_process_event = s->ref_init = s->ref_batch_start = s->ref_batch_end = LUA_NOREF;
 	s->ref_db = s->ref_null = s->ref_ev_keys = LUA_NOREF;
-	s->ref_map_result = s->ref_retries_used_up = s->ref_where = LUA_NOREF;
+	s->ref_map_result = s->ref_retries_used_up = s->ref_where = s->ref_settle = LUA_NOREF;
+	s->http = lhttp_new(cfg, wait_check, s, err, errlen);
+	if (!s->http) {
+		free(s);
+		return NULL;
+	}
 	s->L = lua_newstate(lb_alloc, s);
 	if (!s->L) {
+		lhttp_free(s->http);
 		free(s);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -447,6 +487,7 @@ void lb_script_free(lb_script *s)
 		return;
 	if (s->L)
 		lua_close(s->L);
+	lhttp_free(s->http);   /* after the state: its requests' __gc use it */
 	free(s);
 }
 

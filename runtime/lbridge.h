@@ -62,6 +62,22 @@ int lb_retries_used_up(lb_script *s, long long retry, int max_retries, const cha
 int lb_call_batch_start(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
 int lb_call_batch_end(lb_script *s, const pgq_batch *b, char *err, size_t errlen);
 
+/* ---- pgq.http.send: an event's requests settle after its call ---- */
+
+/* Sends of the event at row not settled yet; lb_sends_next_row: the row
+ * of some event with sends left, or -1. */
+int lb_sends_pending(lb_script *s, int row);
+int lb_sends_next_row(lb_script *s);
+
+/* Wait for the sends of the event at row and fold their responses into
+ * its result r (pgqlua.http.settle: 2xx keeps it; 408, 429, 5xx and
+ * transport errors make it RETRY; other statuses FAILED; on_response may
+ * decide), within event_timeout.  The sends are forgotten after. */
+void lb_settle_sends(lb_script *s, int row, lb_result *r);
+
+/* Drop every send (the batch ends or rolls back). */
+void lb_sends_drop(lb_script *s);
+
 /* Make the running Lua code raise "stopped" at its next instruction
  * (async-signal-safe, as lua.c does for SIGINT).  NULL is fine. */
 void lb_interrupt(lb_script *s);

@@ -7,7 +7,9 @@
 #define PGQLUA_LBRIDGE_INT_H
 
 #include "lbridge.h"
+#include "lhttp.h"
 #include <lua.h>
+#include <signal.h>
 
 struct lb_script {
 	lua_State *L;
@@ -28,7 +30,11 @@ struct lb_script {
 	int ref_map_result;        /* pgqlua.rules: results other than OK */
 	int ref_retries_used_up;   /* pgqlua.rules: the max_retries rule */
 	int ref_where;             /* where_process_event, for map_result */
+	int ref_settle;            /* pgqlua.http.settle: sends into an outcome */
 	lua_Integer code_ok;       /* pgqlua.rules.EVENT_OK */
+	lhttp *http;               /* pgq.http's transport */
+	volatile sig_atomic_t interrupted; /* lb_interrupt was called */
+	char wait_msg[160];        /* why a C wait ended */
 };
 
 /* The script whose state L is (the allocator's userdata). */

@@ -301,6 +301,11 @@ void ldb_event_begin(ldb_state *st, int event)
 	st->sql_error[0] = '\0';
 }
 
+int ldb_event_statements(const ldb_state *st)
+{
+	return st->event_stmts;
+}
+
 ldb_error_source ldb_event_error(const ldb_state *st, const char **msg)
 {
 	if (msg)

@@ -51,6 +51,9 @@ void ldb_free(ldb_state *st);
  * its error text while the event runs. */
 ldb_error_source ldb_event_error(const ldb_state *st, const char **msg);
 
+/* Statements the event being run has run or sent so far. */
+int ldb_event_statements(const ldb_state *st);
+
 /* Event boundaries.  event is the event's row in its chunk, or LDB_HOOK.
  * ldb_event_end keeps the event's writes (keep) or undoes them, and with
  * close also closes the window (as ldb_close).  Returns 0; 1 when a send

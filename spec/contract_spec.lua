@@ -19,7 +19,8 @@ describe("the contract fixtures", function()
   for _, name in ipairs(names) do
     describe(name, function()
       local spec = contract.load(DIR, name)
-      local run = testing.run(spec.script, spec.events, { config = spec.config, answers = spec.answers })
+      local run = testing.run(spec.script, spec.events, { config = spec.config, answers = spec.answers,
+        http_answers = spec.http_answers })
 
       it("runs through the mock runner as its expectations say", function()
         for i, r in ipairs(run.events) do

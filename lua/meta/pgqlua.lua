@@ -51,6 +51,43 @@ function pgq.urldecode(s) end
 function pgq.json_decode(s) end
 
 ---One PgQ event, as process_event gets it.  SQL NULL is pgq.null.
+---An HTTP(S) request for pgq.http.request.
+---@class pgq.http.req
+---@field url string http:// or https://
+---@field method? string default GET, or POST with a body
+---@field headers? table<string, string|number>
+---@field body? string the request body
+---@field json? any a Lua value sent as JSON (pgq.null is null), with Content-Type: application/json
+---@field timeout? number seconds, default http_timeout
+---@field follow? boolean follow redirects (default: a 3xx is returned as it is)
+
+---@class pgq.http.res
+---@field status integer
+---@field headers table<string, string> lower-case names
+---@field body string
+
+---@class pgq.http
+pgq.http = {}
+
+---One request, waited for.  Any status is a response; a transport failure
+---(DNS, connect, TLS, timeout, reset, a body over http_max_body) raises
+---"pgq.http.request: METHOD URL: reason".  An event's requests carry
+---Idempotency-Key: <queue>/<consumer>/<ev.id> (see http_idempotency_key).
+---@param req pgq.http.req
+---@return pgq.http.res
+function pgq.http.request(req) end
+
+---The same request without waiting (up to http_concurrency in flight).  The
+---event's result waits for the response: 2xx keeps it; 408, 429, 5xx and
+---transport errors make it RETRY (Retry-After gives the delay); other
+---statuses FAILED with the status and the body's first bytes.  An event
+---whose send ends not OK has its database writes undone.  on_response(res)
+---may return a result (as process_event does) to decide instead; res.error
+---is set for a transport error.
+---@param req pgq.http.req
+---@param on_response? fun(res: pgq.http.res): integer?, (number|string)?
+function pgq.http.send(req, on_response) end
+
 ---@class pgq.event
 ---@field id integer ev_id, unique within the queue
 ---@field txid integer the producer's transaction id

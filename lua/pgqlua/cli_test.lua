@@ -9,6 +9,8 @@
 -- a map with `events` and optionally `config` (what init(config) sees and
 -- the runtime's rules use: max_retries, retry_delay, ...), `answers`
 -- (scripted db:exec answers: { match, rows, count } or { match, error }),
+-- `http_answers` (scripted pgq.http answers: { match, status, headers,
+-- body } or { match, error = "timeout" }, `once: true` for one request),
 -- and `batch` (fields of the batch table the hooks see).  An event has the
 -- fields of ev (type, data, extra1..extra4, retry, id, txid, time), or
 -- `logutriga:` / `jsontriga:` with { op, table, pkey, row } for a row event
@@ -74,10 +76,10 @@ function M.parse(doc, name)
   else
     spec = doc
     for k in pairs(doc) do
-      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "batch" and k ~= "expect_batch"
-          and k ~= "description" then
-        return nil, string.format("%s: unknown key '%s' (events, config, answers, batch, expect_batch,"
-          .. " description)", name, k)
+      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "http_answers" and k ~= "batch"
+          and k ~= "expect_batch" and k ~= "description" then
+        return nil, string.format("%s: unknown key '%s' (events, config, answers, http_answers, batch,"
+          .. " expect_batch, description)", name, k)
       end
     end
     if type(spec.events) ~= "table" then return nil, name .. ": no events list" end
@@ -113,6 +115,7 @@ function M.parse(doc, name)
     events[i] = ev
   end
   return { events = events, expects = expects, config = spec.config, answers = spec.answers,
+           http_answers = spec.http_answers,
            batch = spec.batch, expect_batch = spec.expect_batch }
 end
 
@@ -142,6 +145,9 @@ local function report(r, expect)
   for _, s in ipairs(r.sql) do
     out(s.sent and "    db:send " or "    db:exec ", testing.trace_text(s.sql, s.params, s.n),
       s.error and ("  -> SQL error: " .. s.error) or "", "\n")
+  end
+  for _, h in ipairs(r.http or {}) do
+    out("    http ", testing.http_text(h), "\n")
   end
   for _, l in ipairs(r.logs) do
     out(string.format("    log %s %s: %s\n", l.level, l.where, l.message))
@@ -244,7 +250,8 @@ function M.main(args)
     end
   end
 
-  local ok, consumer = pcall(testing.load, script, { config = spec.config, answers = spec.answers })
+  local ok, consumer = pcall(testing.load, script, { config = spec.config, answers = spec.answers,
+                                                     http_answers = spec.http_answers })
   if not ok then
     io.stderr:write("pgqlua: test: ", tostring(consumer), "\n")
     return 1

@@ -36,6 +36,7 @@
 local sandbox = require "pgqlua.sandbox"
 local payload = require "pgqlua.payload"
 local rules = require "pgqlua.rules"
+local http = require "pgqlua.http"
 local json = require "dkjson"
 
 local M = {}
@@ -510,6 +511,31 @@ local function new_host(consumer)
     local _ <close> = runner_side()
     return loadfile(path, "t", consumer.env)
   end
+  -- pgq.http: the context lhttp.c gives (Idempotency-Key, http_timeout)
+  -- and the transport, answered from consumer:answer_http
+  function host.http_context()
+    local _ <close> = runner_side()
+    local c, ctx = consumer.config, {}
+    ctx.timeout = tonumber(c.http_timeout) or 30
+    if consumer._ev_id and c.http_idempotency_key ~= false then
+      ctx.key = sformat("%s/%s/%d", c.queue_name, c.consumer_name, consumer._ev_id)
+    end
+    return ctx
+  end
+  function host.http_request(prep)
+    local _ <close> = runner_side()
+    return consumer:_http(prep)
+  end
+  -- pgq.http.send: answered at once, folded into the event at its end
+  function host.http_send(prep, on_response)
+    local _ <close> = runner_side()
+    if not consumer._ev_id then
+      error("pgq.http.send: only inside process_event (use pgq.http.request in the hooks)", 0)
+    end
+    local res, err = consumer:_http(prep, true)
+    local sends = consumer._sends
+    sends[#sends + 1] = { prep, on_response, res, err }
+  end
   return host
 end
 
@@ -651,7 +677,8 @@ end
 function M.load(script, opts)
   opts = opts or {}
   if type(script) ~= "string" then error("testing.load: expected the script's path", 2) end
-  local self = setmetatable({ script = script, answers = {}, load_logs = {}, batches = 0 }, Consumer)
+  local self = setmetatable({ script = script, answers = {}, http_answers = {}, load_logs = {}, batches = 0 },
+    Consumer)
   local config = {}
   for k, v in pairs(M.DEFAULT_CONFIG) do config[k] = v end
   for k, v in pairs(opts.config or {}) do config[k] = v end
@@ -662,6 +689,13 @@ function M.load(script, opts)
       self:answer_once(a.match, a)
     else
       self:answer(a.match, a)
+    end
+  end
+  for _, a in ipairs(opts.http_answers or {}) do
+    if a.once then
+      self:answer_http_once(a.match, a)
+    else
+      self:answer_http(a.match, a)
     end
   end
 
@@ -790,6 +824,89 @@ function Consumer:_answer(sql, values)
   return {}, 0
 end
 
+--- An answer that makes pgq.http.request fail like a transport error:
+-- kind is "timeout", "connect", "resolve", "reset", "tls" or
+-- "body_limit" (the reason libcurl gives, see pgqlua.http.ERRORS), or any
+-- other text, taken as the reason itself.
+function M.http_error(kind)
+  return { http_error = kind }
+end
+
+local function normalise_http_answer(a)
+  local t = type(a)
+  if t == "function" then return a end
+  if t ~= "table" then
+    error("testing: an HTTP answer is {status =, headers =, body =}, testing.http_error(...) or a function", 3)
+  end
+  if a.http_error ~= nil or a.error ~= nil then return { http_error = a.http_error or a.error } end
+  return http.response(math.tointeger(a.status) or 200, a.headers, a.body)
+end
+
+local function url_matches(url, match)
+  if match == nil then return true end
+  if sfind(url, match, 1, true) then return true end
+  local ok, found = pcall(sfind, url, match)
+  return ok and found ~= nil
+end
+
+--- Answer every pgq.http request whose URL matches `match` (a substring
+-- or a Lua pattern; "METHOD url" matches the method too; nil matches
+-- any) with `answer`: { status =, headers =, body = },
+-- testing.http_error("timeout"), or function(req) returning one of those
+-- (req: method, url, headers, body, timeout, follow).  Later answers win;
+-- a request nothing answers gets 200 with an empty body.
+function Consumer:answer_http(match, answer)
+  local n = 0
+  for _, a in ipairs(self.http_answers) do if a.once then n = n + 1 end end
+  table.insert(self.http_answers, n + 1, { match = match, answer = normalise_http_answer(answer) })
+  return self
+end
+
+--- As answer_http, for one request only (one-shot answers first, in order).
+function Consumer:answer_http_once(match, answer)
+  local n = 0
+  for _, a in ipairs(self.http_answers) do if a.once then n = n + 1 end end
+  table.insert(self.http_answers, n + 1, { match = match, answer = normalise_http_answer(answer), once = true })
+  return self
+end
+
+local function http_answer_matches(a, prep)
+  local m = a.match
+  if m == nil then return true end
+  local method, rest = m:match("^(%u+) (.+)$")
+  if method then return method == prep.method and url_matches(prep.url, rest) end
+  return url_matches(prep.url, m)
+end
+
+-- the mock transport: record the request, answer it
+function Consumer:_http(prep, sent)
+  local rec = { method = prep.method, url = prep.url, headers = prep.headers, body = prep.body,
+                timeout = prep.timeout, follow = prep.follow, where = self._where, sent = sent }
+  local sink = self._http_sink
+  if sink then sink[#sink + 1] = rec end
+  local ans = { status = 200, headers = {}, body = "" }
+  for i, a in ipairs(self.http_answers) do
+    if http_answer_matches(a, prep) then
+      if a.once then table.remove(self.http_answers, i) end
+      ans = a.answer
+      if type(ans) == "function" then
+        local req = { method = prep.method, url = prep.url, headers = prep.headers, body = prep.body,
+                      timeout = prep.timeout, follow = prep.follow }
+        ans = normalise_http_answer(ans(req) or {})
+      end
+      break
+    end
+  end
+  if ans.http_error then
+    local reason = http.reason(ans.http_error, prep, self.config.http_max_body)
+    rec.error = reason
+    return nil, reason
+  end
+  local res = http.response(ans.status, ans.headers, ans.body)
+  rec.status = res.status
+  return res
+end
+
 function Consumer:_record(stmt)
   local sink = self._sql
   stmt.where = self._where
@@ -811,8 +928,9 @@ M.outcome_text = outcome_text
 
 -- begin capturing SQL and logs for one call
 function Consumer:_begin(where, rec)
-  rec.sql, rec.logs = {}, {}
-  self._sql, self._logs, self._where = rec.sql, rec.logs, where
+  rec.sql, rec.logs, rec.http = {}, {}, {}
+  self._sql, self._logs, self._where, self._http_sink = rec.sql, rec.logs, where, rec.http
+  self._sends = {}
   local st = self._db_state
   st.active, st.sql_failed, st.sql_error = true, false, nil
   st.send_failed, st.send_error = false, nil
@@ -821,7 +939,7 @@ end
 function Consumer:_end()
   local st = self._db_state
   st.active = false
-  self._sql, self._logs, self._where = nil, nil, nil
+  self._sql, self._logs, self._where, self._http_sink, self._ev_id = nil, nil, nil, nil, nil
   if st.send_failed and not st.sql_failed then
     return true, st.send_error, true
   end
@@ -848,6 +966,7 @@ function Consumer:_hook(name, batch, run)
   local sql_failed, sql_error, by_send = self:_end()
   for _, s in ipairs(rec.sql) do run.sql[#run.sql + 1] = s end
   for _, l in ipairs(rec.logs) do run.logs[#run.logs + 1] = l end
+  for _, h in ipairs(rec.http) do run.http[#run.http + 1] = h end
   if ok and sql_failed then
     ok, err = false, by_send and sql_error or "the hook went on after an SQL error: " .. sql_error
   end
@@ -894,7 +1013,7 @@ function Consumer:run(events, opts)
   opts = opts or {}
   if type(events) ~= "table" then error("consumer:run: expected a list of events", 2) end
   local batch = self:batch(opts.batch)
-  local run = { events = {}, sql = {}, logs = {}, batch = batch, committed = {} }
+  local run = { events = {}, sql = {}, logs = {}, http = {}, batch = batch, committed = {} }
   local evs = {}
   for i, e in ipairs(events) do
     local ok, ev = pcall(M.event, e)
@@ -916,6 +1035,7 @@ function Consumer:run(events, opts)
       r.action, r.sql, r.logs = "skipped", {}, {}
     else
       self:_begin(i, r)
+      self._ev_id = ev.id
       local timeout = self.config.event_timeout
       local ok, res, tb = self:_call(timeout, self.process_event, copy(ev, self.null), self.db)
       local outcome, delay, msg
@@ -942,6 +1062,17 @@ function Consumer:run(events, opts)
         outcome, msg = "ERROR", clip(by_send and sql_error or "the script went on after an SQL error: " .. sql_error,
           MSG_MAX)
       end
+      -- pgq.http.send: the responses decide, as lbridge.c lb_settle_sends
+      if #self._sends > 0 and outcome ~= "ABORT_BATCH" then
+        local sok, sres = self:_call(timeout, http.settle, outcome, delay, msg, self._sends)
+        if sok then
+          outcome, delay, msg = sres[1], sres[2], sres[3]
+          if msg == "" then msg = nil end
+          if msg ~= nil then msg = clip(msg, MSG_MAX) end
+        else
+          outcome, msg = "ERROR", sres
+        end
+      end
       r.outcome = outcome
       if outcome == "RETRY" then r.delay = delay end
       if outcome == "FAILED" then r.reason = msg end
@@ -949,6 +1080,7 @@ function Consumer:run(events, opts)
       r.kept = outcome == "OK"
       for _, s in ipairs(r.sql) do run.sql[#run.sql + 1] = s end
       for _, l in ipairs(r.logs) do run.logs[#run.logs + 1] = l end
+      for _, h in ipairs(r.http) do run.http[#run.http + 1] = h end
       if outcome == "ABORT_BATCH" then
         r.action = "abort"
         run.aborted = "the script returned pgq.ABORT_BATCH at event " .. tostring(ev.id)
@@ -1141,6 +1273,13 @@ end
 ---------------------------------------------------------------------------
 -- busted assertions
 
+--- One request as reports show it: "POST http://h/p -> 200" (or the error).
+function M.http_text(h)
+  local s = h.method .. " " .. h.url
+  if h.body then s = s .. " " .. sformat("%q", clip(h.body, 200)) end
+  return s .. " -> " .. (h.error and ("error: " .. h.error) or tostring(h.status))
+end
+
 local function as_result(v)
   if type(v) == "table" and v.events and v[1] and v.events[1] == v[1] and #v.events == 1 then
     return v[1]
@@ -1177,6 +1316,7 @@ end
 --   assert.executed(result_or_run, "insert into t", p1, p2)   -- some statement, these parameters
 --   assert.sql(result_or_run, { { "insert into t values ($1)", 1 } })  -- exactly these statements
 --   assert.sql(result_or_run, {})                -- no statements at all
+--   assert.requested(result_or_run, "POST", "/hooks")   -- some pgq.http request (method optional)
 --   assert.is_not.outcome(...), assert.is_not.executed(...)   -- luassert's negation
 -- A run of one event may stand for that event's result.
 function M.register_assertions(luassert)
@@ -1237,6 +1377,23 @@ function M.register_assertions(luassert)
       local w = want .. (values.n > 0 and " [" .. table.concat(shown, ", ") .. "]" or "")
       state.failure_message = (found and "did not expect a statement like " or "expected a statement like ")
         .. w .. "\nstatements:\n" .. list_sql(sqls or {})
+    end
+    return found
+  end)
+  reg("requested", function(state, args)
+    local reqs = type(args[1]) == "table" and args[1].http or {}
+    local method, want = args[2], args[3]
+    if want == nil and type(method) == "string" and not method:match("^%u+$") then method, want = nil, method end
+    local found = false
+    for _, h in ipairs(reqs) do
+      if (method == nil or h.method == method) and url_matches(h.url, want) then found = true; break end
+    end
+    if rawget(state, "failure_message") == nil then
+      local lines = {}
+      for i, h in ipairs(reqs) do lines[i] = "  " .. M.http_text(h) end
+      state.failure_message = (found and "did not expect a request like " or "expected a request like ")
+        .. tostring(method or "") .. " " .. tostring(want) .. "\nrequests:\n"
+        .. (#lines > 0 and table.concat(lines, "\n") or "  (no requests)")
     end
     return found
   end)

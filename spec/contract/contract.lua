@@ -44,8 +44,10 @@ function M.load(dir, name)
   return spec
 end
 
+-- the local HTTP test server's URLs read http://HOST (its port varies)
 local function norm(line)
-  return (testing.strip_dirs(line):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+  return (testing.strip_dirs(line):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+    :gsub("http://127%.0%.0%.1:%d+", "http://HOST"))
 end
 
 -- a statement given as { sql =, params =, send = true } was a db:send
@@ -195,6 +197,7 @@ function M.config_lines(spec)
     "max_retries: " .. tostring(c.max_retries or testing.DEFAULT_CONFIG.max_retries),
     "event_timeout: " .. tostring(c.event_timeout or testing.DEFAULT_CONFIG.event_timeout),
     "log_level: trace",
+    c.env_allow and ("env_allow: [" .. table.concat(c.env_allow, ", ") .. "]") or nil,
   }, "\n")
 end
 

@@ -11,6 +11,12 @@ DIR="$ROOT/spec/contract"
 contract() {
 	LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$DIR/?.lua;;" lua5.4 "$DIR/contract.lua" "$@"
 }
+# the local HTTP test server answers the fixtures' pgq.http requests
+/usr/bin/python3 "$ROOT/tests/tools/httpd.py" --port-file "$WORK/httpd.port" \
+	--lifetime "$(scaled 600)" --parent-pid $$ &
+CHILD_PIDS+=("$!")
+wait_until 10 test -s "$WORK/httpd.port" || fail "the test HTTP server did not start"
+export PGQLUA_TEST_HTTP="http://127.0.0.1:$(cat "$WORK/httpd.port")"
 names=$(contract list "$DIR")
 [ -n "$names" ] || fail "no contract fixtures in $DIR"
 for name in $names; do

@@ -40,7 +40,7 @@ CONSUMER=demo_audit
 DEADLINE_S=30          # for the queue to tick and the consumer to catch up
 POLL_S=0.1
 
-PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev libmicrohttpd-dev
+PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev
           lua-busted lua-check lua-dkjson postgresql-15 postgresql-client-15
           postgresql-15-pgq3 pgqd lua-yaml)
 

@@ -1,0 +1,597 @@
+/*
+ * lhttp.c - pgq.http's transport on libcurl (see lhttp.h).  A request's
+ * easy handle, header list and buffers live in a guard userdata whose
+ * __gc releases them, so a Lua error at any point leaks nothing; the
+ * normal paths release them before returning or raising.
+ */
+#include "lhttp.h"
+#include "log.h"
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GUARD_MT "pgqlua.http_request"
+#define SLICE 0.05               /* seconds between deadline and stop checks */
+#define HEADERS_MAX (256 * 1024) /* bytes of response headers */
+
+typedef struct req_guard req_guard;
+
+/* A request of pgq.http.send: in flight, or done and not yet settled. */
+typedef struct send_slot {
+	req_guard *g;          /* malloc'd: outlives the Lua call */
+	int row;               /* the event's row in its chunk */
+	int ref;               /* registry ref of {prep, on_response} */
+	int done;
+	CURLcode rc;
+	long status;
+} send_slot;
+
+struct lhttp {
+	const config *cfg;
+	CURLM *multi;
+	lhttp_wait_fn wait;
+	void *wait_arg;
+	int in_event;
+	long long ev_id;
+	int row;               /* the event's row in its chunk */
+	send_slot *sends;
+	int nsends, capsends;
+	int inflight;
+};
+
+typedef struct buf {
+	char *p;
+	size_t len, cap;
+} buf;
+
+struct req_guard {
+	lhttp *h;
+	CURL *easy;
+	struct curl_slist *headers;
+	int added;             /* in h->multi */
+	buf body, head;
+	size_t max_body;
+	int over_limit;        /* the body passed http_max_body */
+	double timeout;        /* seconds, for the message */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static int buf_add(buf *b, const char *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *q;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		q = realloc(b->p, cap);
+		if (!q)
+			return -1;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+static void guard_release(req_guard *g)
+{
+	if (g->easy) {
+		if (g->added)
+			curl_multi_remove_handle(g->h->multi, g->easy);
+		curl_easy_cleanup(g->easy);
+	}
+	g->easy = NULL;
+	g->added = 0;
+	curl_slist_free_all(g->headers);
+	g->headers = NULL;
+	free(g->body.p);
+	free(g->head.p);
+	memset(&g->body, 0, sizeof(g->body));
+	memset(&g->head, 0, sizeof(g->head));
+}
+
+static int guard_gc(lua_State *L)
+{
+	guard_release(luaL_checkudata(L, 1, GUARD_MT));
+	return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+	req_guard *g = ud;
+	size_t len = size * n;
+	if (g->body.len + len > g->max_body) {
+		g->over_limit = 1;
+		return 0;
+	}
+	return buf_add(&g->body, p, len) == 0 ? len : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+	req_guard *g = ud;
+	size_t len = size * n;
+	/* a new status line (after a redirect or a 100 Continue): its headers
+	 * replace the earlier ones */
+	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+		g->head.len = 0;
+	if (g->head.len + len > HEADERS_MAX)
+		return 0;
+	return buf_add(&g->head, p, len) == 0 ? len : 0;
+}
+
+lhttp *lhttp_new(const config *cfg, lhttp_wait_fn wait, void *wait_arg, char *err, size_t errlen)
+{
+	static int global_done;
+	lhttp *h;
+
+	if (!global_done) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			snprintf(err, errlen, "libcurl could not be initialised");
+			return NULL;
+		}
+		global_done = 1;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h || !(h->multi = curl_multi_init())) {
+		free(h);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	/* keep a connection for every send that may be in flight */
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+	                  (long)(cfg->http_concurrency > 4 ? cfg->http_concurrency : 4));
+	h->cfg = cfg;
+	h->wait = wait;
+	h->wait_arg = wait_arg;
+	return h;
+}
+
+void lhttp_free(lhttp *h)
+{
+	if (!h)
+		return;
+	lhttp_forget(NULL, h, -1);
+	free(h->sends);
+	curl_multi_cleanup(h->multi);
+	free(h);
+}
+
+void lhttp_set_event(lhttp *h, int in_event, long long ev_id, int row)
+{
+	if (h) {
+		h->in_event = in_event;
+		h->ev_id = ev_id;
+		h->row = row;
+	}
+}
+
+/* host.http_context(): {key = Idempotency-Key or nil, timeout = http_timeout} */
+static int http_context(lua_State *L)
+{
+	lhttp *h = lua_touserdata(L, lua_upvalueindex(1));
+	lua_createtable(L, 0, 2);
+	if (h->in_event && h->cfg->http_idempotency_key) {
+		lua_pushfstring(L, "%s/%s/%I", h->cfg->queue_name, h->cfg->consumer_name,
+		                (LUAI_UACINT)h->ev_id);
+		lua_setfield(L, -2, "key");
+	}
+	lua_pushnumber(L, h->cfg->http_timeout > 0 ? h->cfg->http_timeout : 30);
+	lua_setfield(L, -2, "timeout");
+	return 1;
+}
+
+/* Push the response headers (lower-case names; repeated ones joined with
+ * ", ") as a table. MAY_LJMP */
+static void push_headers(lua_State *L, const buf *head)
+{
+	const char *p = head->p, *end = head->p ? head->p + head->len : NULL;
+	int t;
+	lua_newtable(L);
+	t = lua_gettop(L);
+	while (p && p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *line_end = eol ? eol : end, *colon, *v, *ve;
+		luaL_Buffer name;
+		if (line_end > p && line_end[-1] == '\r')
+			line_end--;
+		colon = memchr(p, ':', (size_t)(line_end - p));
+		if (colon && colon > p) {
+			luaL_buffinit(L, &name);
+			for (const char *q = p; q < colon; q++)
+				luaL_addchar(&name, (*q >= 'A' && *q <= 'Z') ? (char)(*q + 32) : *q);
+			luaL_pushresult(&name);              /* t ... name */
+			for (v = colon + 1; v < line_end && (*v == ' ' || *v == '\t'); v++)
+				;
+			for (ve = line_end; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+				;
+			lua_pushvalue(L, -1);
+			if (lua_rawget(L, t) == LUA_TSTRING) { /* t ... name old */
+				lua_pushliteral(L, ", ");
+				lua_pushlstring(L, v, (size_t)(ve - v));
+				lua_concat(L, 3);
+			} else {
+				lua_pop(L, 1);
+				lua_pushlstring(L, v, (size_t)(ve - v));
+			}
+			lua_rawset(L, t);
+		}
+		p = eol ? eol + 1 : end;
+	}
+}
+
+/* End the wait with msg: release the request, then raise. */
+static int raise_released(lua_State *L, req_guard *g, const char *msg) /* MAY_LJMP */
+{
+	lua_pushstring(L, msg);
+	guard_release(g);
+	return lua_error(L);
+}
+
+/* The reason a finished transfer failed, copied to the stack. */
+static void push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
+{
+	char msg[128];
+	if (g->over_limit || rc == CURLE_FILESIZE_EXCEEDED)
+		lua_pushfstring(L, "the response body is larger than http_max_body (%I bytes)",
+		                (LUAI_UACINT)g->max_body);
+	else if (rc == CURLE_OPERATION_TIMEDOUT) {
+		/* lua_pushfstring knows no precision: format here */
+		snprintf(msg, sizeof(msg), "%s (after %.3g seconds)", curl_easy_strerror(rc), g->timeout);
+		lua_pushstring(L, msg);
+	}
+	else if (g->errbuf[0] && strcmp(g->errbuf, curl_easy_strerror(rc)) != 0)
+		lua_pushfstring(L, "%s (%s)", curl_easy_strerror(rc), g->errbuf);
+	else
+		lua_pushstring(L, curl_easy_strerror(rc));
+}
+
+/* Point the easy handle's callbacks at g (again after g moves). */
+static void bind_guard(req_guard *g)
+{
+	curl_easy_setopt(g->easy, CURLOPT_ERRORBUFFER, g->errbuf);
+	curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
+	curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
+}
+
+/* Set the easy handle's options from the prepared request at index 1. */
+static const char *setup(lua_State *L, req_guard *g) /* MAY_LJMP */
+{
+	const config *cfg = g->h->cfg;
+	CURL *e = g->easy;
+	const char *method, *url;
+	double timeout;
+	size_t blen = 0;
+	const char *body = NULL;
+
+	lua_getfield(L, 1, "url");
+	url = luaL_checkstring(L, -1);
+	lua_getfield(L, 1, "method");
+	method = luaL_checkstring(L, -1);
+	lua_getfield(L, 1, "timeout");
+	timeout = luaL_checknumber(L, -1);
+	g->timeout = timeout;
+	lua_getfield(L, 1, "follow");
+	if (lua_toboolean(L, -1)) {
+		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+	}
+	lua_getfield(L, 1, "body");
+	if (lua_type(L, -1) == LUA_TSTRING)
+		body = lua_tolstring(L, -1, &blen);   /* copied by libcurl */
+	lua_getfield(L, 1, "header_lines");
+	if (lua_istable(L, -1)) {
+		lua_Integer n = luaL_len(L, -1);
+		for (lua_Integer i = 1; i <= n; i++) {
+			struct curl_slist *l;
+			lua_rawgeti(L, -1, i);
+			l = curl_slist_append(g->headers, luaL_checkstring(L, -1));
+			lua_pop(L, 1);
+			if (!l)
+				return "out of memory";
+			g->headers = l;
+		}
+	}
+	/* no "Expect: 100-continue" round trip for large bodies */
+	{
+		struct curl_slist *l = curl_slist_append(g->headers, "Expect:");
+		if (!l)
+			return "out of memory";
+		g->headers = l;
+	}
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, g->headers);
+	bind_guard(g);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 < 1 ? 1 : timeout * 1000));
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)g->max_body);
+	if (cfg->http_ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->http_ca_file);
+	if (body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+	}
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (!(strcmp(method, "GET") == 0 && !body) && !(strcmp(method, "POST") == 0 && body))
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	return NULL;
+}
+
+/* A send's transfer ended: keep its result, free its connection. */
+static void send_done(lhttp *h, CURL *easy, CURLcode rc)
+{
+	for (int i = 0; i < h->nsends; i++) {
+		send_slot *sl = &h->sends[i];
+		if (sl->done || !sl->g || sl->g->easy != easy)
+			continue;
+		sl->done = 1;
+		sl->rc = rc;
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &sl->status);
+		curl_multi_remove_handle(h->multi, easy);
+		sl->g->added = 0;
+		h->inflight--;
+		return;
+	}
+}
+
+/* Drive the transfers until at most `most` sends are in flight (and, with
+ * row >= 0, none of that row's).  NULL, or the text that ended the wait. */
+static const char *drive(lhttp *h, int most, int row)
+{
+	for (;;) {
+		CURLMsg *m;
+		int queued, running, busy = 0;
+		double left = -1, slice = SLICE;
+		const char *why;
+		curl_multi_perform(h->multi, &running);
+		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL)
+			if (m->msg == CURLMSG_DONE)
+				send_done(h, m->easy_handle, m->data.result);
+		for (int i = 0; row >= 0 && i < h->nsends; i++)
+			busy |= h->sends[i].row == row && !h->sends[i].done;
+		if (h->inflight <= most && !busy)
+			return NULL;
+		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
+			return why;
+		if (left >= 0 && left < slice)
+			slice = left;
+		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
+	}
+}
+
+/*
+ * host.http_send(prepared, on_response): the request goes out and the
+ * call returns; once http_concurrency are in flight it first waits for
+ * one to end.  MAY_LJMP
+ */
+static int http_send(lua_State *L)
+{
+	lhttp *h = lua_touserdata(L, lua_upvalueindex(1));
+	int most = h->cfg->http_concurrency > 0 ? h->cfg->http_concurrency : 16;
+	req_guard *g, *owned;
+	send_slot *sl;
+	const char *why;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 2);
+	if (!h->in_event)
+		return luaL_error(L, "pgq.http.send: only inside process_event (use pgq.http.request in the hooks)");
+	if ((why = drive(h, most - 1, -1)) != NULL)
+		return luaL_error(L, "%s", why);
+	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 3: the guard until it is ours */
+	memset(g, 0, sizeof(*g));
+	luaL_setmetatable(L, GUARD_MT);
+	g->h = h;
+	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
+	if (!(g->easy = curl_easy_init()))
+		return raise_released(L, g, "pgq.http.send: out of memory");
+	if ((why = setup(L, g)) != NULL)
+		return raise_released(L, g, why);
+	lua_settop(L, 3);
+	if (h->nsends == h->capsends) {
+		int cap = h->capsends ? h->capsends * 2 : 64;
+		send_slot *n = realloc(h->sends, sizeof(*n) * (size_t)cap);
+		if (!n)
+			return raise_released(L, g, "pgq.http.send: out of memory");
+		h->sends = n;
+		h->capsends = cap;
+	}
+	if (!(owned = malloc(sizeof(*owned))))
+		return raise_released(L, g, "pgq.http.send: out of memory");
+	lua_createtable(L, 2, 0);                    /* 4: {prep, on_response} */
+	lua_pushvalue(L, 1);
+	lua_rawseti(L, 4, 1);
+	lua_pushvalue(L, 2);
+	lua_rawseti(L, 4, 2);
+	sl = &h->sends[h->nsends];
+	memset(sl, 0, sizeof(*sl));
+	sl->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	/* from here nothing raises: the guard's contents move to C */
+	*owned = *g;
+	memset(g, 0, sizeof(*g));
+	bind_guard(owned);
+	sl->g = owned;
+	sl->row = h->row;
+	h->nsends++;
+	if (curl_multi_add_handle(h->multi, owned->easy) != CURLM_OK) {
+		sl->done = 1;
+		sl->rc = CURLE_FAILED_INIT;
+	} else {
+		owned->added = 1;
+		h->inflight++;
+	}
+	curl_multi_perform(h->multi, &most);
+	return 0;
+}
+
+int lhttp_pending(const lhttp *h, int row)
+{
+	int n = 0;
+	for (int i = 0; h && i < h->nsends; i++)
+		n += row < 0 || h->sends[i].row == row;
+	return n;
+}
+
+int lhttp_first_row(const lhttp *h)
+{
+	return h && h->nsends > 0 ? h->sends[0].row : -1;
+}
+
+const char *lhttp_wait_sends(lhttp *h, int row)
+{
+	return drive(h, row < 0 ? 0 : h->inflight, row);
+}
+
+/* Push the outcome of send i as {prep, on_response, res or false, err}. MAY_LJMP */
+static void push_send(lua_State *L, send_slot *sl)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, sl->ref);
+	if (sl->rc == CURLE_OK) {
+		lua_createtable(L, 0, 3);
+		lua_pushinteger(L, sl->status);
+		lua_setfield(L, -2, "status");
+		push_headers(L, &sl->g->head);
+		lua_setfield(L, -2, "headers");
+		lua_pushlstring(L, sl->g->body.p ? sl->g->body.p : "", sl->g->body.len);
+		lua_setfield(L, -2, "body");
+		lua_rawseti(L, -2, 3);
+	} else {
+		push_reason(L, sl->g, sl->rc);
+		lua_rawseti(L, -2, 4);
+	}
+}
+
+int lhttp_push_settled(lua_State *L, lhttp *h, int row)
+{
+	int n = 0;
+	lua_newtable(L);
+	for (int i = 0; i < h->nsends; i++) {
+		send_slot *sl = &h->sends[i];
+		if (sl->row != row || !sl->done)
+			continue;
+		push_send(L, sl);
+		lua_rawseti(L, -2, ++n);
+	}
+	return n;
+}
+
+void lhttp_forget(lua_State *L, lhttp *h, int row)
+{
+	int j = 0;
+	for (int i = 0; h && i < h->nsends; i++) {
+		send_slot *sl = &h->sends[i];
+		if (row < 0 || sl->row == row) {
+			if (sl->g) {
+				guard_release(sl->g);
+				free(sl->g);
+			}
+			if (L)
+				luaL_unref(L, LUA_REGISTRYINDEX, sl->ref);
+			if (!sl->done)
+				h->inflight--;
+			continue;
+		}
+		h->sends[j++] = *sl;
+	}
+	if (h)
+		h->nsends = j;
+}
+
+/*
+ * host.http_request(prepared): the response table, or nil and libcurl's
+ * reason.  Waits in slices of SLICE seconds, asking h->wait between them:
+ * the Lua hook cannot run while C waits.  MAY_LJMP
+ */
+static int http_request(lua_State *L)
+{
+	lhttp *h = lua_touserdata(L, lua_upvalueindex(1));
+	req_guard *g;
+	const char *why;
+	CURLcode rc = CURLE_OK;
+	int done = 0, running;
+	long status = 0;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 2: the guard */
+	memset(g, 0, sizeof(*g));
+	luaL_setmetatable(L, GUARD_MT);
+	g->h = h;
+	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
+	if (!(g->easy = curl_easy_init()))
+		return raise_released(L, g, "pgq.http.request: out of memory");
+	if ((why = setup(L, g)) != NULL)
+		return raise_released(L, g, why);
+	lua_settop(L, 2);
+	if (curl_multi_add_handle(h->multi, g->easy) != CURLM_OK)
+		return raise_released(L, g, "pgq.http.request: libcurl refused the request");
+	g->added = 1;
+
+	while (!done) {
+		CURLMsg *m;
+		int queued;
+		double left = -1, slice = SLICE;
+		if (curl_multi_perform(h->multi, &running) != CURLM_OK)
+			return raise_released(L, g, "pgq.http.request: libcurl failed");
+		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			if (m->easy_handle == g->easy) {
+				rc = m->data.result;
+				done = 1;
+			} else
+				send_done(h, m->easy_handle, m->data.result);
+		}
+		if (done)
+			break;
+		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
+			return raise_released(L, g, why);
+		if (left >= 0 && left < slice)
+			slice = left;
+		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
+	}
+	if (rc != CURLE_OK) {
+		lua_pushnil(L);
+		push_reason(L, g, rc);
+		guard_release(g);
+		return 2;
+	}
+	curl_easy_getinfo(g->easy, CURLINFO_RESPONSE_CODE, &status);
+	lua_createtable(L, 0, 3);                    /* 3: the response */
+	lua_pushinteger(L, status);
+	lua_setfield(L, 3, "status");
+	push_headers(L, &g->head);
+	lua_setfield(L, 3, "headers");
+	lua_pushlstring(L, g->body.p ? g->body.p : "", g->body.len);
+	lua_setfield(L, 3, "body");
+	guard_release(g);
+	return 1;
+}
+
+void lhttp_register(lua_State *L, lhttp *h)
+{
+	if (luaL_newmetatable(L, GUARD_MT)) {
+		lua_pushcfunction(L, guard_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
+	lua_pushlightuserdata(L, h);
+	lua_pushcclosure(L, http_context, 1);
+	lua_setfield(L, -2, "http_context");
+	lua_pushlightuserdata(L, h);
+	lua_pushcclosure(L, http_request, 1);
+	lua_setfield(L, -2, "http_request");
+	lua_pushlightuserdata(L, h);
+	lua_pushcclosure(L, http_send, 1);
+	lua_setfield(L, -2, "http_send");
+}
