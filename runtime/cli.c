@@ -3,6 +3,7 @@
  * command parses its own options, which may stand before or after CONFIG,
  * and returns an exit code; only main.c exits.
  */
+#include "schema.h"
 #include "cli.h"
 #include "config.h"
 #include "consumer.h"
@@ -265,12 +266,12 @@ static int cmd_install(cli_args *a)
 		goto out;
 	}
 	print_registered(cfg, r);
-	if (failed_install_schema(c, err, sizeof(err)) != 0) {
+	if (schema_install(c, err, sizeof(err)) != 0) {
 		fprintf(stderr, "pgqlua: creating schema pgqlua: %s\n", err);
 		goto out;
 	}
 	printf("schema pgqlua: ready\n");
-	if (failed_install_wakeup(c, err, sizeof(err)) == 0)
+	if (schema_install_wakeup(c, err, sizeof(err)) == 0)
 		printf("tick wake-up: ready\n");
 	else
 		printf("tick wake-up: not installed (%s); consumers poll every loop_delay\n", err);

@@ -1,6 +1,6 @@
 /*
- * failed.h - the runtime's own schema `pgqlua` and its failed-event table
- * (pgq 3 has none).  Called by the consumer (record a failure inside the
+ * failed.h - the runtime's failed-event table, pgqlua.failed_event (pgq 3
+ * has none; its DDL is in schema.h).  Called by the consumer (record a failure inside the
  * batch transaction) and by the CLI (install, failed list/retry/delete).
  */
 #ifndef PGQLUA_FAILED_H
@@ -12,20 +12,6 @@
 
 /* What to tell the user when schema pgqlua is missing. */
 #define FAILED_INSTALL_HINT " (" PGQ_INSTALL_HINT ")"
-
-/* Create schema pgqlua and its tables if missing (idempotent). */
-/* SQL that raises 42501 when schema pgqlua, or a function, table or other
- * relation in it, belongs to another role than the current one (whose
- * code would otherwise run on every tick or failed event): the first
- * statement of every install of schema pgqlua (here and remote.c). */
-extern const char failed_owner_check_sql[];
-
-/* Create schema pgqlua and its tables if missing (idempotent); refused
- * (42501) when they belong to another role. */
-int failed_install_schema(pgconn *c, char *err, size_t errlen);
-
-/* The tick NOTIFY trigger on pgq.tick (needs the owner of pgq.tick). */
-int failed_install_wakeup(pgconn *c, char *err, size_t errlen);
 
 /* Record row `row` of a batch cursor result as failed, with a reason:
  * under consumer (the config's), taken by pgq_consumer (a group's

@@ -2,6 +2,7 @@
  * remote.c - the target database's side of a remote consumer (see
  * remote.h).  Plain tables in schema pgqlua; no extension needed.
  */
+#include "schema.h"
 #include "remote.h"
 #include "failed.h"
 #include "pgq.h"
@@ -32,14 +33,14 @@ static const char remote_schema_sql[] =
 int remote_install_schema(pgconn *t, char *err, size_t errlen)
 {
 	/* the same ownership check first, in the same transaction */
-	size_t n = strlen(failed_owner_check_sql) + sizeof(remote_schema_sql);
+	size_t n = strlen(schema_owner_check_sql) + sizeof(remote_schema_sql);
 	char *sql = malloc(n);
 	int rc;
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	snprintf(sql, n, "%s%s", failed_owner_check_sql, remote_schema_sql);
+	snprintf(sql, n, "%s%s", schema_owner_check_sql, remote_schema_sql);
 	rc = pgconn_install(t, sql, err, errlen);
 	free(sql);
 	return rc;
