@@ -211,6 +211,7 @@ static int worker_main(void *arg)
 	snprintf(s->reload_result, sizeof(s->reload_result), "none");
 	consumer_set_notify(s->c, on_note, s);
 	daemon_install_signals(s->c);
+	supervise_worker_signals();
 	st = pgqlua_run(s->c, s->once);
 	daemon_reset_signals();
 	rc = exit_code_of(st == PGQLUA_ERR_SCRIPT ? PGQLUA_ERR_INTERNAL : st);

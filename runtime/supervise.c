@@ -64,6 +64,17 @@ static void block_signals(sigset_t *set, sigset_t *old)
 	sigprocmask(SIG_BLOCK, set, old);
 }
 
+/* The signal mask the worker returns to once its handlers are in place
+ * (supervise_worker_signals). */
+static sigset_t worker_mask;
+static int worker_mask_set;
+
+void supervise_worker_signals(void)
+{
+	if (worker_mask_set)
+		sigprocmask(SIG_SETMASK, &worker_mask, NULL);
+}
+
 static int fork_worker(sup *sp, slot *s, const sigset_t *old, supervise_worker_fn fn, void *arg)
 {
 	pid_t parent = getpid(), pid;
@@ -78,7 +89,11 @@ static int fork_worker(sup *sp, slot *s, const sigset_t *old, supervise_worker_f
 		/* the worker: dies with the parent, never beside a new one */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
 			_exit(EXIT_INTERNAL);
-		sigprocmask(SIG_SETMASK, old, NULL);
+		/* signals stay blocked (pending) until the worker's handlers
+		 * are installed: a reload or stop forwarded that early must not
+		 * meet the default action */
+		worker_mask = *old;
+		worker_mask_set = 1;
 		worker_index = (int)(s - sp->slots);
 		watch_attach(s->page, sp->o->strike_path);
 		exit(fn(arg));

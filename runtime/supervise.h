@@ -22,8 +22,14 @@ typedef struct supervise_opts {
 /* In a worker: its number, 0 .. workers-1. */
 int supervise_worker_index(void);
 
-/* Runs in each worker, after the watch page is attached and the signal
- * mask restored; returns the worker's exit code. */
+/* In a worker, once its signal handlers are installed: let through the
+ * signals the parent forwards (held pending until then, so that a reload
+ * or stop sent that early never meets the default action). */
+void supervise_worker_signals(void);
+
+/* Runs in each worker, after the watch page is attached, with signals
+ * still blocked (see supervise_worker_signals); returns the worker's exit
+ * code. */
 typedef int (*supervise_worker_fn)(void *arg);
 
 /* Run o->workers workers, each restarted when it dies, until one exits on
