@@ -4,7 +4,7 @@
  * and returns an exit code; only main.c exits.
  */
 #include "schema.h"
-#include "cli.h"
+#include "cli_int.h"
 #include "config.h"
 #include "consumer.h"
 #include "daemon.h"
@@ -25,17 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ARGS 256
-
-typedef struct cli_args {
-	const char *command;
-	const char *config;
-	const char *pos[MAX_ARGS];   /* positional arguments after CONFIG */
-	int npos;
-	int once;
-	int json;
-	int help;
-} cli_args;
 
 typedef struct cli_command {
 	const char *name;
@@ -53,10 +42,6 @@ static int cmd_restart(cli_args *a);
 static int cmd_status(cli_args *a);
 static int cmd_check(cli_args *a);
 static int cmd_munin(cli_args *a);
-static int cmd_install(cli_args *a);
-static int cmd_register(cli_args *a);
-static int cmd_unregister(cli_args *a);
-static int cmd_failed(cli_args *a);
 static int cmd_seek(cli_args *a);
 static int cmd_peek(cli_args *a);
 static int cmd_sample_config(cli_args *a);
@@ -106,7 +91,7 @@ static void print_usage(FILE *out)
 	             "check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n");
 }
 
-static int usage_error(const char *fmt, const char *arg)
+int cli_usage_error(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "pgqlua: ");
 	fprintf(stderr, fmt, arg);
@@ -115,7 +100,7 @@ static int usage_error(const char *fmt, const char *arg)
 }
 
 
-static int connect_config(const config *cfg, pgconn **out)
+int cli_connect_config(const config *cfg, pgconn **out)
 {
 	char err[1024];
 	pgconn *c;
@@ -141,21 +126,21 @@ static int connect_config(const config *cfg, pgconn **out)
 static int cmd_run(cli_args *a)
 {
 	if (a->npos > 0)
-		return usage_error("run: unexpected argument \"%s\"", a->pos[0]);
+		return cli_usage_error("run: unexpected argument \"%s\"", a->pos[0]);
 	return service_run(a->config, a->once, 0);
 }
 
 static int cmd_start(cli_args *a)
 {
 	if (a->npos > 0)
-		return usage_error("start: unexpected argument \"%s\"", a->pos[0]);
+		return cli_usage_error("start: unexpected argument \"%s\"", a->pos[0]);
 	return service_run(a->config, 0, 1);
 }
 
 static int cmd_control(cli_args *a)
 {
 	if (a->npos > 0)
-		return usage_error("unexpected argument \"%s\"", a->pos[0]);
+		return cli_usage_error("unexpected argument \"%s\"", a->pos[0]);
 	return service_signal(a->config, a->command);
 }
 
@@ -163,7 +148,7 @@ static int cmd_restart(cli_args *a)
 {
 	int rc;
 	if (a->npos > 0)
-		return usage_error("restart: unexpected argument \"%s\"", a->pos[0]);
+		return cli_usage_error("restart: unexpected argument \"%s\"", a->pos[0]);
 	rc = service_signal(a->config, "stop");
 	return rc != EXIT_OK_ ? rc : service_run(a->config, 0, 1);
 }
@@ -171,7 +156,7 @@ static int cmd_restart(cli_args *a)
 static int cmd_status(cli_args *a)
 {
 	if (a->npos > 0)
-		return usage_error("status: unexpected argument \"%s\"", a->pos[0]);
+		return cli_usage_error("status: unexpected argument \"%s\"", a->pos[0]);
 	return service_status(a->config, a->json);
 }
 
@@ -207,196 +192,12 @@ static int cmd_munin(cli_args *a)
 		a->config = getenv("PGQLUA_CONFIG");
 	}
 	if (!a->config)
-		return usage_error("munin: no CONFIG file given (or set env.PGQLUA_CONFIG)%s", "");
+		return cli_usage_error("munin: no CONFIG file given (or set env.PGQLUA_CONFIG)%s", "");
 	if (a->npos > 1)
-		return usage_error("munin: unexpected argument \"%s\"", a->pos[1]);
+		return cli_usage_error("munin: unexpected argument \"%s\"", a->pos[1]);
 	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	rc = monitor_munin(cfg, a->npos ? a->pos[0] : NULL);
-	config_free(cfg);
-	return rc;
-}
-
-/* Register (or unregister) the consumer, or every partition of a group
- * (all at one tick).  How many changed, or -1 with err. */
-static int register_consumer(pgconn *c, const config *cfg, int reg, char *err, size_t errlen)
-{
-	if (cfg->partitions > 0)
-		return reg ? group_register(c, cfg, err, errlen) : group_unregister(c, cfg, err, errlen);
-	return reg ? pgq_register(c, cfg->queue_name, cfg->consumer_name, err, errlen)
-	           : pgq_unregister(c, cfg->queue_name, cfg->consumer_name, err, errlen);
-}
-
-static void print_registered(const config *cfg, int r)
-{
-	if (cfg->partitions > 0)
-		printf("consumer group %s on queue %s: %d partitions %s.p0of%d .. %s.p%dof%d, %d newly registered\n",
-		       cfg->consumer_name, cfg->queue_name, cfg->partitions, cfg->consumer_name, cfg->partitions,
-		       cfg->consumer_name, cfg->partitions - 1, cfg->partitions, r);
-	else
-		printf("consumer %s: %s\n", cfg->consumer_name, r ? "registered" : "already registered");
-}
-
-static int cmd_install(cli_args *a)
-{
-	config *cfg;
-	pgconn *c = NULL;
-	char err[1024];
-	int rc, r;
-
-	if (a->npos > 0)
-		return usage_error("install: unexpected argument \"%s\"", a->pos[0]);
-	if ((rc = service_load_config(a->config, &cfg)) != 0)
-		return rc;
-	if ((rc = connect_config(cfg, &c)) != 0)
-		goto out;
-	rc = EXIT_DB;
-	if (pgconn_cmd(c, "set client_min_messages = warning; create extension if not exists pgq", err,
-	               sizeof(err)) != 0) {
-		fprintf(stderr, "pgqlua: the pgq extension is missing and cannot be created: %s\n", err);
-		goto out;
-	}
-	if ((r = pgq_create_queue(c, cfg->queue_name, err, sizeof(err))) < 0) {
-		fprintf(stderr, "pgqlua: creating queue %s: %s\n", cfg->queue_name, err);
-		goto out;
-	}
-	printf("queue %s: %s\n", cfg->queue_name, r ? "created" : "exists");
-	if ((r = register_consumer(c, cfg, 1, err, sizeof(err))) < 0) {
-		fprintf(stderr, "pgqlua: registering %s: %s\n", cfg->consumer_name, err);
-		goto out;
-	}
-	print_registered(cfg, r);
-	if (schema_install(c, err, sizeof(err)) != 0) {
-		fprintf(stderr, "pgqlua: creating schema pgqlua: %s\n", err);
-		goto out;
-	}
-	printf("schema pgqlua: ready\n");
-	if (schema_install_wakeup(c, err, sizeof(err)) == 0)
-		printf("tick wake-up: ready\n");
-	else
-		printf("tick wake-up: not installed (%s); consumers poll every loop_delay\n", err);
-	if (cfg->target_db) {
-		pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
-		if (!t || pgconn_connect(t, err, sizeof(err)) != 0) {
-			fprintf(stderr, "pgqlua: target: %s\n", t ? err : "out of memory");
-			if (!t)
-				rc = EXIT_INTERNAL;
-			pgconn_free(t);
-			goto out;
-		}
-		if (remote_install_schema(t, err, sizeof(err)) != 0) {
-			fprintf(stderr, "pgqlua: creating schema pgqlua in the target: %s\n", err);
-			pgconn_free(t);
-			goto out;
-		}
-		printf("target %s: schema pgqlua ready\n", pgconn_safe_name(t));
-		pgconn_free(t);
-	}
-	rc = 0;
-out:
-	pgconn_free(c);
-	config_free(cfg);
-	return rc;
-}
-
-static int registration(cli_args *a, int reg)
-{
-	config *cfg;
-	pgconn *c = NULL;
-	char err[1024];
-	int rc, r;
-
-	if (a->npos > 0)
-		return usage_error("unexpected argument \"%s\"", a->pos[0]);
-	if ((rc = service_load_config(a->config, &cfg)) != 0)
-		return rc;
-	if ((rc = connect_config(cfg, &c)) != 0)
-		goto out;
-	r = register_consumer(c, cfg, reg, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "pgqlua: %s %s on %s: %s\n", reg ? "registering" : "unregistering",
-		        cfg->consumer_name, cfg->queue_name, err);
-		rc = EXIT_DB;
-		goto out;
-	}
-	if (reg && cfg->partitions > 0)
-		print_registered(cfg, r);
-	else if (reg)
-		printf("consumer %s on queue %s: %s\n", cfg->consumer_name, cfg->queue_name,
-		       r ? "registered" : "already registered");
-	else
-		printf("consumer %s on queue %s: unregistered\n", cfg->consumer_name, cfg->queue_name);
-out:
-	pgconn_free(c);
-	config_free(cfg);
-	return rc;
-}
-
-static int cmd_register(cli_args *a)
-{
-	return registration(a, 1);
-}
-
-static int cmd_unregister(cli_args *a)
-{
-	return registration(a, 0);
-}
-
-static int cmd_failed(cli_args *a)
-{
-	typedef long (*failed_fn)(pgconn *, const char *, const char *, const long long *, int, FILE *,
-	                          char *, size_t);
-	config *cfg;
-	pgconn *c = NULL;
-	char err[1024];
-	long long ids[MAX_ARGS];
-	int nids = 0, all = 0, rc, dup;
-	long n;
-	failed_fn fn;
-	const char *action = a->command;
-
-	if (strcmp(action, "list") == 0)
-		fn = failed_list;
-	else if (strcmp(action, "retry") == 0)
-		fn = failed_retry;
-	else if (strcmp(action, "delete") == 0)
-		fn = failed_delete;
-	else
-		return usage_error("failed: unknown action \"%s\" (use list, retry or delete)", action);
-	for (int i = 0; i < a->npos; i++) {
-		char *end;
-		if (strcmp(a->pos[i], "all") == 0) {
-			all = 1;
-			continue;
-		}
-		errno = 0;
-		ids[nids] = strtoll(a->pos[i], &end, 10);
-		if (errno || end == a->pos[i] || *end || ids[nids] <= 0)
-			return usage_error("failed: \"%s\" is not an event id (a positive integer or \"all\")",
-			                   a->pos[i]);
-		dup = 0;
-		for (int j = 0; j < nids && !dup; j++)
-			dup = ids[j] == ids[nids];
-		if (!dup)
-			nids++;
-	}
-	if (fn != failed_list && nids == 0 && !all)
-		return usage_error("failed %s: give event ids or \"all\"", action);
-	if (all && nids > 0)
-		return usage_error("failed: give event ids or \"all\", not both%s", "");
-	if ((rc = service_load_config(a->config, &cfg)) != 0)
-		return rc;
-	if ((rc = connect_config(cfg, &c)) != 0)
-		goto out;
-	n = fn(c, cfg->queue_name, cfg->consumer_name, ids, nids, stdout, err, sizeof(err));
-	if (n < 0) {
-		fprintf(stderr, "pgqlua: failed %s: %s%s\n", action, err,
-		            strstr(err, "pgqlua.failed_event") ? FAILED_INSTALL_HINT : "");
-		rc = EXIT_DB;
-	} else if (nids > 0 && n < nids)
-		rc = EXIT_PARTIAL;
-out:
-	pgconn_free(c);
 	config_free(cfg);
 	return rc;
 }
@@ -413,7 +214,7 @@ static int parse_own_options(cli_args *a, const char *const *names, int nnames, 
 		int k;
 		if (arg[0] != '-' || arg[1] == '\0') {
 			if (a->config)
-				return usage_error("%s: unexpected argument", arg);
+				return cli_usage_error("%s: unexpected argument", arg);
 			a->config = arg;
 			continue;
 		}
@@ -424,22 +225,22 @@ static int parse_own_options(cli_args *a, const char *const *names, int nnames, 
 				continue;
 			if (names[k][0] == '-') {
 				if (arg[n] == '=')
-					return usage_error("%s takes no value", name);
+					return cli_usage_error("%s takes no value", name);
 				vals[k] = "";
 			} else if (arg[n] == '=')
 				vals[k] = arg + n + 1;
 			else if (i + 1 < npos)
 				vals[k] = a->pos[++i];
 			else
-				return usage_error("%s needs a value", name);
+				return cli_usage_error("%s needs a value", name);
 			set[k] = 1;
 			break;
 		}
 		if (k == nnames)
-			return usage_error("unknown option \"%s\"", arg);
+			return cli_usage_error("unknown option \"%s\"", arg);
 	}
 	if (!a->config)
-		return usage_error("%s: no CONFIG file given", a->command);
+		return cli_usage_error("%s: no CONFIG file given", a->command);
 	return 0;
 }
 
@@ -464,11 +265,11 @@ static int cmd_seek(cli_args *a)
 	if ((rc = parse_own_options(a, names, 4, vals, set)) != 0)
 		return rc;
 	if (set[0] + set[1] + set[2] != 1)
-		return usage_error("seek: give one of --tick N, --time TIMESTAMP or --latest%s", "");
+		return cli_usage_error("seek: give one of --tick N, --time TIMESTAMP or --latest%s", "");
 	if (set[0] && !positive_int(vals[0], 9223372036854775807LL, &tick))
-		return usage_error("seek: --tick \"%s\" is not a tick id (a positive integer)", vals[0]);
+		return cli_usage_error("seek: --tick \"%s\" is not a tick id (a positive integer)", vals[0]);
 	if (set[1] && !vals[1][0])
-		return usage_error("seek: --time needs a timestamp%s", "");
+		return cli_usage_error("seek: --time needs a timestamp%s", "");
 	to = set[0] ? SEEK_TICK : set[1] ? SEEK_TIME : SEEK_LATEST;
 	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
@@ -483,7 +284,7 @@ static int cmd_seek(cli_args *a)
 			goto out;
 		}
 	}
-	if ((rc = connect_config(cfg, &c)) != 0)
+	if ((rc = cli_connect_config(cfg, &c)) != 0)
 		goto out;
 	rc = seek_consumer(c, cfg, to, set[0] ? vals[0] : vals[1], set[3], stdout);
 out:
@@ -504,10 +305,10 @@ static int cmd_peek(cli_args *a)
 	if ((rc = parse_own_options(a, names, 2, vals, set)) != 0)
 		return rc;
 	if (set[0] && !positive_int(vals[0], 1000000, &limit))
-		return usage_error("peek: --limit \"%s\" is not a number from 1 to 1000000", vals[0]);
+		return cli_usage_error("peek: --limit \"%s\" is not a number from 1 to 1000000", vals[0]);
 	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
-	if ((rc = connect_config(cfg, &c)) == 0)
+	if ((rc = cli_connect_config(cfg, &c)) == 0)
 		rc = seek_peek(c, cfg, (int)limit, set[1], stdout);
 	pgconn_free(c);
 	config_free(cfg);
@@ -551,7 +352,7 @@ int cli_main(int argc, char **argv)
 
 	memset(&a, 0, sizeof(a));
 	if (argc < 2)
-		return usage_error("no command given%s", "");
+		return cli_usage_error("no command given%s", "");
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		print_usage(stdout);
 		return 0;
@@ -562,11 +363,11 @@ int cli_main(int argc, char **argv)
 	}
 	cmd = find_command(argv[1]);
 	if (!cmd)
-		return usage_error("unknown command \"%s\"", argv[1]);
+		return cli_usage_error("unknown command \"%s\"", argv[1]);
 	a.command = cmd->name;
 	if (cmd->run == cmd_failed) {
 		if (argc < 3 || argv[2][0] == '-')
-			return usage_error("failed: give an action: list, retry or delete%s", "");
+			return cli_usage_error("failed: give an action: list, retry or delete%s", "");
 		a.command = argv[2];
 		first = 3;
 	}
@@ -592,7 +393,7 @@ int cli_main(int argc, char **argv)
 		}
 		if (arg[0] == '-' && arg[1] != '\0') {
 			if (!option_allowed(cmd, arg))
-				return usage_error("unknown option \"%s\"", arg);
+				return cli_usage_error("unknown option \"%s\"", arg);
 			if (strcmp(arg, "--once") == 0)
 				a.once = 1;
 			if (strcmp(arg, "--json") == 0)
@@ -605,9 +406,9 @@ int cli_main(int argc, char **argv)
 		} else if (a.npos < MAX_ARGS)
 			a.pos[a.npos++] = arg;
 		else
-			return usage_error("too many arguments%s", "");
+			return cli_usage_error("too many arguments%s", "");
 	}
 	if (cmd->needs_config && !a.config)
-		return usage_error("%s: no CONFIG file given", cmd->name);
+		return cli_usage_error("%s: no CONFIG file given", cmd->name);
 	return cmd->run(&a);
 }
