@@ -4,7 +4,7 @@
  * __gc releases them, so a Lua error at any point leaks nothing; the
  * normal paths release them before returning or raising.
  */
-#include "lhttp.h"
+#include "lhttp_int.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -13,51 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GUARD_MT "pgqlua.http_request"
-#define SLICE 0.05               /* seconds between deadline and stop checks */
-#define HEADERS_MAX (256 * 1024) /* bytes of response headers */
-
-typedef struct req_guard req_guard;
-
-/* A request of pgq.http.send: in flight, or done and not yet settled. */
-typedef struct send_slot {
-	req_guard *g;          /* malloc'd: outlives the Lua call */
-	int row;               /* the event's row in its chunk */
-	int ref;               /* registry ref of {prep, on_response} */
-	int done;
-	CURLcode rc;
-	long status;
-} send_slot;
-
-struct lhttp {
-	const config *cfg;
-	CURLM *multi;
-	lhttp_wait_fn wait;
-	void *wait_arg;
-	int in_event;
-	long long ev_id;
-	int row;               /* the event's row in its chunk */
-	send_slot *sends;
-	int nsends, capsends;
-	int inflight;
-};
-
-typedef struct buf {
-	char *p;
-	size_t len, cap;
-} buf;
-
-struct req_guard {
-	lhttp *h;
-	CURL *easy;
-	struct curl_slist *headers;
-	int added;             /* in h->multi */
-	buf body, head;
-	size_t max_body;
-	int over_limit;        /* the body passed http_max_body */
-	double timeout;        /* seconds, for the message */
-	char errbuf[CURL_ERROR_SIZE];
-};
 
 static int buf_add(buf *b, const char *p, size_t n)
 {
@@ -78,7 +33,7 @@ static int buf_add(buf *b, const char *p, size_t n)
 	return 0;
 }
 
-static void guard_release(req_guard *g)
+void lhttp_guard_release(req_guard *g)
 {
 	if (g->easy) {
 		if (g->added)
@@ -97,7 +52,7 @@ static void guard_release(req_guard *g)
 
 static int guard_gc(lua_State *L)
 {
-	guard_release(luaL_checkudata(L, 1, GUARD_MT));
+	lhttp_guard_release(luaL_checkudata(L, 1, GUARD_MT));
 	return 0;
 }
 
@@ -188,7 +143,7 @@ static int http_context(lua_State *L)
 
 /* Push the response headers (lower-case names; repeated ones joined with
  * ", ") as a table. MAY_LJMP */
-static void push_headers(lua_State *L, const buf *head)
+void lhttp_push_headers(lua_State *L, const buf *head)
 {
 	const char *p = head->p, *end = head->p ? head->p + head->len : NULL;
 	int t;
@@ -226,15 +181,15 @@ static void push_headers(lua_State *L, const buf *head)
 }
 
 /* End the wait with msg: release the request, then raise. */
-static int raise_released(lua_State *L, req_guard *g, const char *msg) /* MAY_LJMP */
+int lhttp_raise_released(lua_State *L, req_guard *g, const char *msg) /* MAY_LJMP */
 {
 	lua_pushstring(L, msg);
-	guard_release(g);
+	lhttp_guard_release(g);
 	return lua_error(L);
 }
 
 /* The reason a finished transfer failed, copied to the stack. */
-static void push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
+void lhttp_push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
 {
 	char msg[128];
 	if (g->over_limit || rc == CURLE_FILESIZE_EXCEEDED)
@@ -252,7 +207,7 @@ static void push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
 }
 
 /* Point the easy handle's callbacks at g (again after g moves). */
-static void bind_guard(req_guard *g)
+void lhttp_bind_guard(req_guard *g)
 {
 	curl_easy_setopt(g->easy, CURLOPT_ERRORBUFFER, g->errbuf);
 	curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, on_body);
@@ -262,7 +217,7 @@ static void bind_guard(req_guard *g)
 }
 
 /* Set the easy handle's options from the prepared request at index 1. */
-static const char *setup(lua_State *L, req_guard *g) /* MAY_LJMP */
+const char *lhttp_setup(lua_State *L, req_guard *g) /* MAY_LJMP */
 {
 	const config *cfg = g->h->cfg;
 	CURL *e = g->easy;
@@ -311,7 +266,7 @@ static const char *setup(lua_State *L, req_guard *g) /* MAY_LJMP */
 	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, g->headers);
-	bind_guard(g);
+	lhttp_bind_guard(g);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000 < 1 ? 1 : timeout * 1000));
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)g->max_body);
 	if (cfg->http_ca_file)
@@ -325,186 +280,6 @@ static const char *setup(lua_State *L, req_guard *g) /* MAY_LJMP */
 	else if (!(strcmp(method, "GET") == 0 && !body) && !(strcmp(method, "POST") == 0 && body))
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	return NULL;
-}
-
-/* A send's transfer ended: keep its result, free its connection. */
-static void send_done(lhttp *h, CURL *easy, CURLcode rc)
-{
-	for (int i = 0; i < h->nsends; i++) {
-		send_slot *sl = &h->sends[i];
-		if (sl->done || !sl->g || sl->g->easy != easy)
-			continue;
-		sl->done = 1;
-		sl->rc = rc;
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &sl->status);
-		curl_multi_remove_handle(h->multi, easy);
-		sl->g->added = 0;
-		h->inflight--;
-		return;
-	}
-}
-
-/* Drive the transfers until at most `most` sends are in flight (and, with
- * row >= 0, none of that row's).  NULL, or the text that ended the wait. */
-static const char *drive(lhttp *h, int most, int row)
-{
-	for (;;) {
-		CURLMsg *m;
-		int queued, running, busy = 0;
-		double left = -1, slice = SLICE;
-		const char *why;
-		curl_multi_perform(h->multi, &running);
-		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL)
-			if (m->msg == CURLMSG_DONE)
-				send_done(h, m->easy_handle, m->data.result);
-		for (int i = 0; row >= 0 && i < h->nsends; i++)
-			busy |= h->sends[i].row == row && !h->sends[i].done;
-		if (h->inflight <= most && !busy)
-			return NULL;
-		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
-			return why;
-		if (left >= 0 && left < slice)
-			slice = left;
-		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
-	}
-}
-
-/*
- * host.http_send(prepared, on_response): the request goes out and the
- * call returns; once http_concurrency are in flight it first waits for
- * one to end.  MAY_LJMP
- */
-static int http_send(lua_State *L)
-{
-	lhttp *h = lua_touserdata(L, lua_upvalueindex(1));
-	int most = h->cfg->http_concurrency > 0 ? h->cfg->http_concurrency : 16;
-	req_guard *g, *owned;
-	send_slot *sl;
-	const char *why;
-
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_settop(L, 2);
-	if (!h->in_event)
-		return luaL_error(L, "pgq.http.send: only inside process_event (use pgq.http.request in the hooks)");
-	if ((why = drive(h, most - 1, -1)) != NULL)
-		return luaL_error(L, "%s", why);
-	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 3: the guard until it is ours */
-	memset(g, 0, sizeof(*g));
-	luaL_setmetatable(L, GUARD_MT);
-	g->h = h;
-	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
-	if (!(g->easy = curl_easy_init()))
-		return raise_released(L, g, "pgq.http.send: out of memory");
-	if ((why = setup(L, g)) != NULL)
-		return raise_released(L, g, why);
-	lua_settop(L, 3);
-	if (h->nsends == h->capsends) {
-		int cap = h->capsends ? h->capsends * 2 : 64;
-		send_slot *n = realloc(h->sends, sizeof(*n) * (size_t)cap);
-		if (!n)
-			return raise_released(L, g, "pgq.http.send: out of memory");
-		h->sends = n;
-		h->capsends = cap;
-	}
-	if (!(owned = malloc(sizeof(*owned))))
-		return raise_released(L, g, "pgq.http.send: out of memory");
-	lua_createtable(L, 2, 0);                    /* 4: {prep, on_response} */
-	lua_pushvalue(L, 1);
-	lua_rawseti(L, 4, 1);
-	lua_pushvalue(L, 2);
-	lua_rawseti(L, 4, 2);
-	sl = &h->sends[h->nsends];
-	memset(sl, 0, sizeof(*sl));
-	sl->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	/* from here nothing raises: the guard's contents move to C */
-	*owned = *g;
-	memset(g, 0, sizeof(*g));
-	bind_guard(owned);
-	sl->g = owned;
-	sl->row = h->row;
-	h->nsends++;
-	if (curl_multi_add_handle(h->multi, owned->easy) != CURLM_OK) {
-		sl->done = 1;
-		sl->rc = CURLE_FAILED_INIT;
-	} else {
-		owned->added = 1;
-		h->inflight++;
-	}
-	curl_multi_perform(h->multi, &most);
-	return 0;
-}
-
-int lhttp_pending(const lhttp *h, int row)
-{
-	int n = 0;
-	for (int i = 0; h && i < h->nsends; i++)
-		n += row < 0 || h->sends[i].row == row;
-	return n;
-}
-
-int lhttp_first_row(const lhttp *h)
-{
-	return h && h->nsends > 0 ? h->sends[0].row : -1;
-}
-
-const char *lhttp_wait_sends(lhttp *h, int row)
-{
-	return drive(h, row < 0 ? 0 : h->inflight, row);
-}
-
-/* Push the outcome of send i as {prep, on_response, res or false, err}. MAY_LJMP */
-static void push_send(lua_State *L, send_slot *sl)
-{
-	lua_rawgeti(L, LUA_REGISTRYINDEX, sl->ref);
-	if (sl->rc == CURLE_OK) {
-		lua_createtable(L, 0, 3);
-		lua_pushinteger(L, sl->status);
-		lua_setfield(L, -2, "status");
-		push_headers(L, &sl->g->head);
-		lua_setfield(L, -2, "headers");
-		lua_pushlstring(L, sl->g->body.p ? sl->g->body.p : "", sl->g->body.len);
-		lua_setfield(L, -2, "body");
-		lua_rawseti(L, -2, 3);
-	} else {
-		push_reason(L, sl->g, sl->rc);
-		lua_rawseti(L, -2, 4);
-	}
-}
-
-int lhttp_push_settled(lua_State *L, lhttp *h, int row)
-{
-	int n = 0;
-	lua_newtable(L);
-	for (int i = 0; i < h->nsends; i++) {
-		send_slot *sl = &h->sends[i];
-		if (sl->row != row || !sl->done)
-			continue;
-		push_send(L, sl);
-		lua_rawseti(L, -2, ++n);
-	}
-	return n;
-}
-
-void lhttp_forget(lua_State *L, lhttp *h, int row)
-{
-	int j = 0;
-	for (int i = 0; h && i < h->nsends; i++) {
-		send_slot *sl = &h->sends[i];
-		if (row < 0 || sl->row == row) {
-			if (sl->g) {
-				guard_release(sl->g);
-				free(sl->g);
-			}
-			if (L)
-				luaL_unref(L, LUA_REGISTRYINDEX, sl->ref);
-			if (!sl->done)
-				h->inflight--;
-			continue;
-		}
-		h->sends[j++] = *sl;
-	}
-	if (h)
-		h->nsends = j;
 }
 
 /*
@@ -529,12 +304,12 @@ static int http_request(lua_State *L)
 	g->h = h;
 	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
 	if (!(g->easy = curl_easy_init()))
-		return raise_released(L, g, "pgq.http.request: out of memory");
-	if ((why = setup(L, g)) != NULL)
-		return raise_released(L, g, why);
+		return lhttp_raise_released(L, g, "pgq.http.request: out of memory");
+	if ((why = lhttp_setup(L, g)) != NULL)
+		return lhttp_raise_released(L, g, why);
 	lua_settop(L, 2);
 	if (curl_multi_add_handle(h->multi, g->easy) != CURLM_OK)
-		return raise_released(L, g, "pgq.http.request: libcurl refused the request");
+		return lhttp_raise_released(L, g, "pgq.http.request: libcurl refused the request");
 	g->added = 1;
 
 	while (!done) {
@@ -542,7 +317,7 @@ static int http_request(lua_State *L)
 		int queued;
 		double left = -1, slice = SLICE;
 		if (curl_multi_perform(h->multi, &running) != CURLM_OK)
-			return raise_released(L, g, "pgq.http.request: libcurl failed");
+			return lhttp_raise_released(L, g, "pgq.http.request: libcurl failed");
 		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL) {
 			if (m->msg != CURLMSG_DONE)
 				continue;
@@ -550,31 +325,31 @@ static int http_request(lua_State *L)
 				rc = m->data.result;
 				done = 1;
 			} else
-				send_done(h, m->easy_handle, m->data.result);
+				lhttp_send_done(h, m->easy_handle, m->data.result);
 		}
 		if (done)
 			break;
 		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
-			return raise_released(L, g, why);
+			return lhttp_raise_released(L, g, why);
 		if (left >= 0 && left < slice)
 			slice = left;
 		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
 	}
 	if (rc != CURLE_OK) {
 		lua_pushnil(L);
-		push_reason(L, g, rc);
-		guard_release(g);
+		lhttp_push_reason(L, g, rc);
+		lhttp_guard_release(g);
 		return 2;
 	}
 	curl_easy_getinfo(g->easy, CURLINFO_RESPONSE_CODE, &status);
 	lua_createtable(L, 0, 3);                    /* 3: the response */
 	lua_pushinteger(L, status);
 	lua_setfield(L, 3, "status");
-	push_headers(L, &g->head);
+	lhttp_push_headers(L, &g->head);
 	lua_setfield(L, 3, "headers");
 	lua_pushlstring(L, g->body.p ? g->body.p : "", g->body.len);
 	lua_setfield(L, 3, "body");
-	guard_release(g);
+	lhttp_guard_release(g);
 	return 1;
 }
 
@@ -592,6 +367,6 @@ void lhttp_register(lua_State *L, lhttp *h)
 	lua_pushcclosure(L, http_request, 1);
 	lua_setfield(L, -2, "http_request");
 	lua_pushlightuserdata(L, h);
-	lua_pushcclosure(L, http_send, 1);
+	lua_pushcclosure(L, lhttp_send_fn, 1);
 	lua_setfield(L, -2, "http_send");
 }
