@@ -3,6 +3,7 @@
  * daemon.h).  Signal handlers only call the consumer's async-signal-safe
  * requests or change the log level.
  */
+#define _GNU_SOURCE     /* F_OFD_SETLK, F_OFD_GETLK */
 #include "daemon.h"
 #include "log.h"
 
@@ -12,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -132,6 +132,24 @@ static int pidfile_check(int f, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The pid file's lock is an open-file-description record lock: like
+ * flock() it belongs to the open file, so a forked worker shares it and
+ * it lasts until the last process holding it is gone; unlike flock() it
+ * can be tested without being taken (F_OFD_GETLK).  For F_OFD_GETLK the
+ * result is 1 when another open file holds a conflicting lock, else 0.
+ */
+static int pidfile_lock_op(int f, int cmd, short type)
+{
+	struct flock fl;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(f, cmd, &fl) != 0)
+		return -1;
+	return cmd == F_OFD_GETLK ? fl.l_type != F_UNLCK : 0;
+}
+
 daemon_lock daemon_pidfile_lock(const char *path, int *fd, pid_t *other, char *err, size_t errlen)
 {
 	/* never through a symbolic link, never a FIFO's open that blocks */
@@ -157,8 +175,8 @@ daemon_lock daemon_pidfile_lock(const char *path, int *fd, pid_t *other, char *e
 		close(f);
 		return DAEMON_LOCK_ERROR;
 	}
-	if (flock(f, LOCK_EX | LOCK_NB) != 0) {
-		if (errno == EWOULDBLOCK) {
+	if (pidfile_lock_op(f, F_OFD_SETLK, F_WRLCK) != 0) {
+		if (errno == EAGAIN || errno == EACCES) {
 			*other = read_pid(f);
 			close(f);
 			return DAEMON_RUNNING;
@@ -206,7 +224,9 @@ int daemon_pidfile_running(const char *path, pid_t *pid)
 	*pid = 0;
 	if (f < 0)
 		return 0;
-	if (flock(f, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+	/* only asks: a probe that took the lock, even for a moment, could
+	 * make a starting instance believe another one runs */
+	if (pidfile_lock_op(f, F_OFD_GETLK, F_RDLCK) == 1) {
 		running = 1;
 		*pid = read_pid(f);
 	}

@@ -72,4 +72,18 @@ expect_eq "the state file is written (mode 0644, through a fresh temporary file)
 	"$(stat -c %a "$WORK/c_pidf.pid.state") $(cat "$WORK/victim3.txt")"
 "$PGQLUA" stop "$Y" > /dev/null
 [ ! -e "$WORK/c_pidf.pid" ] && ok "stop removes the pid file" || fail "the pid file is left behind after stop"
+
+# status only asks whether the pid file is locked: probing it without a
+# pause while instances start one after another never makes one of them
+# believe another instance runs
+bash -c 'while :; do "$0" status "$1" > /dev/null 2>&1; done' "$PGQLUA" "$Y" &
+PROBE_PID=$!
+CHILD_PIDS+=("$PROBE_PID")
+refusals=0
+for _ in $(seq 1 20); do
+	out=$("$PGQLUA" run --once "$Y" 2>&1) || true
+	[[ $out == *"already running"* ]] && refusals=$((refusals + 1))
+done
+kill "$PROBE_PID" 2>/dev/null; wait "$PROBE_PID" 2>/dev/null || true
+expect_eq "20 starts beside a status loop: none refused as already running" 0 "$refusals"
 finish
