@@ -170,6 +170,8 @@ def command(args, cl, q, runner, c):
         return [args.floor, cl.conninfo, q, c]
     if runner.startswith("pgqlua"):
         return [args.pgqlua, "run", "--once", y]
+    if runner == "base_noop":
+        return [args.base, "run", "--once", y]
     return ["/usr/bin/python3", os.path.join(HERE, "py_consumer.py"), "-q", ini]
 
 
@@ -259,7 +261,7 @@ def callgrind_ir(cmd, outfile):
 def bench_callgrind(args, cl, sizes, resdir):
     cgdir = os.path.join(resdir, "callgrind")
     os.makedirs(cgdir, exist_ok=True)
-    runners = [r for r in ("floor", "pgqlua_noop", "pgqlua_insert", "pgqlua_send") if r in RUNNERS]
+    runners = [r for r in ("floor", "pgqlua_noop", "base_noop", "pgqlua_insert", "pgqlua_send") if r in RUNNERS]
     out = {"events": args.cg_n, "per_batch_size": {}, "startup_ir": {}}
     for b in sizes:
         q = "cg_%d" % b
@@ -321,12 +323,17 @@ def main():
     ap.add_argument("--cg-cluster", default=None, help="cluster for callgrind (default: the first)")
     ap.add_argument("--runners", default=",".join(RUNNERS), help="a subset of the runners, comma separated")
     ap.add_argument("--pgqlua", required=True)
+    ap.add_argument("--base", default=None,
+                    help="another pgqlua binary (an older build): adds the runner base_noop, interleaved")
     ap.add_argument("--floor", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    wanted = args.runners.split(",")
+    if args.base:
+        RUNNERS.append("base_noop")
+        TARGETS.append(("pgqlua_noop / base_noop", "pgqlua_noop", "base_noop", 0.95))
+    wanted = args.runners.split(",") + (["base_noop"] if args.base else [])
     unknown = [r for r in wanted if r not in RUNNERS]
     if unknown:
         raise SystemExit("bench: unknown runner(s) %s (known: %s)" % (", ".join(unknown), ", ".join(RUNNERS)))

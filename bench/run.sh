@@ -19,6 +19,8 @@
 #   BENCH_CG_N=50000 events for the callgrind runs (0: skip callgrind)
 #   BENCH_CLUSTERS="fast durable"   which clusters to use
 #   BENCH_OUT=path   results file (bench/results/latest.json)
+#   BENCH_BASE=path  another pgqlua binary (an older build) run as base_noop,
+#                    interleaved with the others: pgqlua_noop / base_noop
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 N=${1:-200000}
@@ -80,5 +82,5 @@ done
 /usr/bin/python3 "$ROOT/bench/bench.py" "${args[@]}" --n "$N" \
 	--sizes "${BENCH_SIZES:-100,1000,10000}" --reps "${BENCH_REPS:-3}" \
 	--fetch "${BENCH_FETCH:-1000}" --cg-n "${BENCH_CG_N:-50000}" \
-	${BENCH_RUNNERS:+--runners "$BENCH_RUNNERS"} \
+	${BENCH_RUNNERS:+--runners "$BENCH_RUNNERS"} ${BENCH_BASE:+--base "$BENCH_BASE"} \
 	--pgqlua "$PGQLUA" --floor "$WORK/floor" --work "$WORK" --out "$OUT"
