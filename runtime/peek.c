@@ -135,9 +135,11 @@ int peek_show(pgconn *c, const config *cfg, int limit, int json, FILE *out)
 		fprintf(out, "ev_id | time | type | extra1 | data\n");
 	for (int i = 0; i < n; i++) {
 		int got;
-		if (!json && grouped)
-			fprintf(out, "partition %d (%s.p%dof%d):\nev_id | time | type | extra1 | data\n", i,
-			        cfg->consumer_name, i, n);
+		if (!json && grouped) {
+			char *name = group_part_name(cfg, i);
+			fprintf(out, "partition %d (%s):\nev_id | time | type | extra1 | data\n", i, name ? name : "?");
+			free(name);
+		}
 		if ((got = peek_one(c, cfg, grouped ? i : -1, limit, json, out, err, sizeof(err))) < 0)
 			goto fail;
 		shown += got;

@@ -234,12 +234,12 @@ static int count_all(pgconn *c, seek_part *parts, int n, long long target, long 
 	return 0;
 }
 
-/* The old and new positions: the consumer's, or each partition's. */
+/* The old and new positions (the consumer's, or each partition's) and the
+ * events replayed and skipped. */
 static void report(FILE *out, const config *cfg, const seek_part *parts, int n, long long target,
-                   const char *new_time)
+                   const char *new_time, long long replay, long long skip)
 {
 	int back = 0, fwd = 0;
-	long long replay = 0, skip = 0;
 	if (cfg->partitions <= 0)
 		fprintf(out, "consumer %s on queue %s\nold tick: %lld (%s)\nnew tick: %lld (%s)\n", cfg->consumer_name,
 		        cfg->queue_name, parts[0].pos.tick, parts[0].pos.tick_time, target, new_time);
@@ -256,7 +256,6 @@ static void report(FILE *out, const config *cfg, const seek_part *parts, int n, 
 			        cfg->partitions > 0 ? p->name : "", cfg->partitions > 0 ? ": " : "", p->pos.open_batch);
 		back |= target < p->pos.tick;
 		fwd |= target > p->pos.tick;
-		*(target < p->pos.tick ? &replay : &skip) += p->events;
 	}
 	if (back)
 		fprintf(out, "events to replay: %lld\n", replay);
@@ -319,7 +318,7 @@ int seek_consumer(pgconn *c, const config *cfg, seek_to to, const char *arg, int
 	}
 	if (count_all(c, parts, n, target, &replay, &skip, err, sizeof(err)) != 0)
 		goto fail;
-	report(out, cfg, parts, n, target, new_time);
+	report(out, cfg, parts, n, target, new_time, replay, skip);
 	if (nothing_to_do(parts, n, target)) {
 		fprintf(out, "already there: nothing changed\n");
 		rc = EXIT_OK_;
