@@ -48,13 +48,23 @@ add_custom_command(OUTPUT ${PGQLUA_CHANGELOG_GZ}
                    COMMAND gzip -9n -c ${CMAKE_CURRENT_SOURCE_DIR}/packaging/deb/changelog > ${PGQLUA_CHANGELOG_GZ}
                    DEPENDS packaging/deb/changelog)
 add_custom_target(pgqlua_changelog ALL DEPENDS ${PGQLUA_CHANGELOG_GZ})
-install(FILES README.md packaging/deb/copyright ${PGQLUA_CHANGELOG_GZ}
+# The Debian copyright file (machine-readable) holds LICENSE's permission
+# text: the license lives in LICENSE alone.
+set(PGQLUA_MAINTAINER "pgqlua maintainers <maintainers@pgqlua.org>")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/LICENSE)
+file(READ ${CMAKE_CURRENT_SOURCE_DIR}/LICENSE PGQLUA_LICENSE_TEXT)
+string(REGEX REPLACE "^.*Copyright [^\n]*\n\n" "" PGQLUA_LICENSE_TEXT "${PGQLUA_LICENSE_TEXT}")
+string(STRIP "${PGQLUA_LICENSE_TEXT}" PGQLUA_LICENSE_TEXT)
+string(REPLACE "\n\n" "\n.\n" PGQLUA_LICENSE_TEXT "${PGQLUA_LICENSE_TEXT}")
+string(REPLACE "\n" "\n " PGQLUA_LICENSE_TEXT "${PGQLUA_LICENSE_TEXT}")
+configure_file(packaging/deb/copyright.in ${CMAKE_CURRENT_BINARY_DIR}/copyright @ONLY)
+install(FILES README.md ${CMAKE_CURRENT_BINARY_DIR}/copyright ${PGQLUA_CHANGELOG_GZ}
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
 # ---- the Debian package --------------------------------------------------------
 set(CPACK_PACKAGE_NAME pgqlua)
 set(CPACK_PACKAGE_VENDOR "pgqlua")
-set(CPACK_PACKAGE_CONTACT "pgqlua maintainers <pgqlua@example.org>")
+set(CPACK_PACKAGE_CONTACT "${PGQLUA_MAINTAINER}")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Lua-scripted consumers for PgQ queues in PostgreSQL")
 set(CPACK_PACKAGE_DESCRIPTION "pgqlua runs PostgreSQL PgQ queue consumers whose business
 logic is a Lua 5.4 script. A C core speaks the PgQ batch protocol over

@@ -163,8 +163,8 @@ static event_step settle_send_failures(pgqlua_consumer *c, const PGresult *res, 
 /* The metrics' count of outcomes. */
 static void count_outcome(pgqlua_consumer *c, const lb_result *r)
 {
-	c->fig.events[r->outcome == LB_OK ? METRICS_OK : r->outcome == LB_RETRY ? METRICS_RETRY
-	              : r->outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR]++;
+	metrics_count_event(c->part->fig, r->outcome == LB_OK ? METRICS_OK : r->outcome == LB_RETRY ? METRICS_RETRY
+	                                  : r->outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR);
 }
 
 /* Events whose outcome waited for their pgq.http.send requests (they
@@ -247,10 +247,10 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	if (!struck(c, id, &r)) {
 		watch_begin(WATCH_EVENT, atoll(id), c->cfg->event_timeout);
 		fault_segv("segv_in_event", PQgetvalue(res, row, PGQ_EV_DATA));
-		if (c->metrics) {
+		if (c->part->fig) {
 			double t0 = clock_mono();
 			lb_call_event(c->script, res, row, &r);
-			metrics_observe(&c->fig.event_seconds, clock_mono() - t0);
+			metrics_event_seconds(c->part->fig, clock_mono() - t0);
 		} else
 			lb_call_event(c->script, res, row, &r);
 		watch_end();
@@ -402,7 +402,7 @@ static pgqlua_status abort_batch(pgqlua_consumer *c, const char *why)
 	target_reset(c->target);
 	pgq_rollback(c->conn);
 	c->stats.aborts++;
-	c->fig.aborts++;
+	metrics_count_abort(c->part ? c->part->fig : NULL);
 	log_warn("batch rolled back (%s); it will be delivered again", why);
 	return PGQLUA_BATCH_ABORTED;
 }
@@ -441,8 +441,7 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	watch_commit();
 	c->stats.batches++;
 	c->stats.lag = b->lag;
-	c->fig.batches++;
-	metrics_observe(&c->fig.batch_seconds, clock_mono() - started);
+	metrics_count_batch(c->part->fig, clock_mono() - started);
 	log_debug("batch done: %lld events, %lld rows fetched, lag %.3fs", n_events, guard.rows, b->lag);
 out:
 	lb_sends_drop(c->script);

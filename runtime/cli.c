@@ -13,6 +13,7 @@
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
+#include "peek.h"
 #include "seek.h"
 #include "service.h"
 #include "pgconn.h"
@@ -309,7 +310,7 @@ static int cmd_peek(cli_args *a)
 	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
 	if ((rc = cli_connect_config(cfg, &c)) == 0)
-		rc = seek_peek(c, cfg, (int)limit, set[1], stdout);
+		rc = peek_show(c, cfg, (int)limit, set[1], stdout);
 	pgconn_free(c);
 	config_free(cfg);
 	return rc;

@@ -13,7 +13,6 @@
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
-#include "seek.h"
 #include "service.h"
 #include "pgconn.h"
 #include "pgq.h"

@@ -149,6 +149,30 @@ static int open_wake_pipe(pgqlua_consumer *c)
 	return 0;
 }
 
+/* The figures' slots: a worker's under the supervising parent (which
+ * serves and writes them), or the consumer's own, served from here. */
+static pgqlua_status open_metrics(pgqlua_consumer *c, const config *cfg, char *err, size_t errlen)
+{
+	int worker = 0;
+	metrics *m = metrics_attached(&worker);
+
+	if (!m && (cfg->metrics_listen || cfg->metrics_file)) {
+		if (!(m = c->metrics_own = metrics_new(cfg->queue_name, cfg->consumer_name, 1, c->nparts, c->grouped, 0))) {
+			snprintf(err, errlen, "out of memory");
+			return PGQLUA_ERR_INTERNAL;
+		}
+		if (cfg->metrics_listen && metrics_listen(m, cfg->metrics_listen, err, errlen) != 0)
+			return PGQLUA_ERR_CONFIG;
+	}
+	if (!m)
+		return PGQLUA_OK;
+	c->metrics = m;
+	c->mworker = metrics_worker_at(m, worker);
+	for (int i = 0; i < c->nparts; i++)
+		c->parts[i].fig = metrics_part_at(m, i);
+	return PGQLUA_OK;
+}
+
 pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err, size_t errlen)
 {
 	pgqlua_consumer *c = calloc(1, sizeof(*c));
@@ -185,16 +209,8 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		goto fail;
 	}
 	c->next_stats = clock_mono() + cfg->stats_period;
-	if (cfg->metrics_listen || cfg->metrics_file) {
-		st = PGQLUA_ERR_INTERNAL;
-		if (!(c->metrics = metrics_new(cfg->queue_name, cfg->consumer_name))) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
-		}
-		st = PGQLUA_ERR_CONFIG;
-		if (cfg->metrics_listen && metrics_listen(c->metrics, cfg->metrics_listen, err, errlen) != 0)
-			goto fail;
-	}
+	if ((st = open_metrics(c, cfg, err, errlen)) != PGQLUA_OK)
+		goto fail;
 	*out = c;
 	return PGQLUA_OK;
 fail:
@@ -219,7 +235,7 @@ void pgqlua_close(pgqlua_consumer *c)
 {
 	if (!c)
 		return;
-	metrics_free(c->metrics);   /* first: its thread reads nothing of ours, but stop it early */
+	metrics_free(c->metrics_own);   /* first: its thread reads nothing of ours, but stop it early */
 	lb_script_free(c->script);
 	ldb_free(c->db);
 	free_parts(c);

@@ -43,6 +43,7 @@ typedef struct consumer_part {
 	next_state next_known;
 	pgq_batch next;            /* NEXT_READY: its next batch */
 	double released_at;        /* monotonic: when this member gave it up */
+	metrics_part *fig;         /* its figures; NULL: no metrics */
 } consumer_part;
 
 struct pgqlua_consumer {
@@ -70,8 +71,9 @@ struct pgqlua_consumer {
 	char last_error[PGCONN_ERR_LEN + 256];
 	int wake_r, wake_w;        /* self-pipe: stop and reload wake the sleep */
 	int syslog_fallback;       /* no logfile configured: syslog, not stderr */
-	metrics *metrics;          /* metrics_listen or metrics_file: the published figures */
-	metrics_figures fig;       /* the figures as the loop keeps them */
+	metrics *metrics;          /* the figures' slots (metrics.h); NULL: no metrics */
+	metrics *metrics_own;      /* the consumer's own slots and server (no supervising parent) */
+	metrics_worker *mworker;   /* this worker's slot */
 	double next_metrics_db;    /* monotonic time of the next PgQ figures read */
 	double next_metrics_file;  /* and of the next metrics_file write */
 	consumer_notify_fn notify;

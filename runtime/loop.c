@@ -95,54 +95,52 @@ static void log_stats(pgqlua_consumer *c, const char *what)
 
 #define METRICS_DB_PERIOD 30.0   /* PgQ figures for metrics without stats_period */
 
-/* PgQ's figures for the metrics, on the loop's connection between batches
- * (a scrape never waits for the database). */
-static void metrics_read_db(pgqlua_consumer *c)
+/* PgQ's figures of one partition (or the consumer) for the metrics, on
+ * the loop's connection between batches (a scrape never waits for the
+ * database). */
+static void metrics_read_part(pgqlua_consumer *c, consumer_part *p)
 {
-	const char *p[2] = {c->cfg->queue_name, c->cfg->consumer_name};
+	const char *params[3] = {c->cfg->queue_name, p->name, c->cfg->consumer_name};
 	char err[PGCONN_ERR_LEN];
-	PGresult *res;
-	if (!pgconn_is_ok(c->conn))
-		return;
-	res = pgconn_exec(c->conn,
+	PGresult *res = pgconn_exec(c->conn,
 	                  "select extract(epoch from lag)::float8, extract(epoch from last_seen)::float8,"
 	                  " coalesce(pending_events, 0),"
-	                  " (select count(*) from pgqlua.failed_event f where f.queue_name = $1 and f.consumer_name = $2)"
+	                  " (select count(*) from pgqlua.failed_event f where f.queue_name = $1 and f.consumer_name = $3"
+	                  "  and coalesce(f.pgq_consumer, f.consumer_name) = $2)"
 	                  " from pgq.get_consumer_info($1, $2)",
-	                  2, p, err, sizeof(err));
+	                  3, params, err, sizeof(err));
 	if (!res) {
 		log_debug("metrics: reading PgQ's figures: %s", err);
 		return;
 	}
-	if (PQntuples(res) == 1) {
-		c->fig.db_known = 1;
-		c->fig.lag = PQgetisnull(res, 0, 0) ? 0 : atof(PQgetvalue(res, 0, 0));
-		c->fig.last_seen = PQgetisnull(res, 0, 1) ? 0 : atof(PQgetvalue(res, 0, 1));
-		c->fig.pending = atoll(PQgetvalue(res, 0, 2));
-		c->fig.failed_rows = atoll(PQgetvalue(res, 0, 3));
-	}
+	if (PQntuples(res) == 1)
+		metrics_set_db(p->fig, PQgetisnull(res, 0, 0) ? 0 : atof(PQgetvalue(res, 0, 0)),
+		               PQgetisnull(res, 0, 1) ? 0 : atof(PQgetvalue(res, 0, 1)), atoll(PQgetvalue(res, 0, 2)),
+		               atoll(PQgetvalue(res, 0, 3)));
 	PQclear(res);
 }
 
-/* Publish the figures for scrapes; refresh PgQ's and write metrics_file
- * when due (every stats_period), or now when `final`. */
+/* Refresh PgQ's figures of the partitions this member holds (every
+ * stats_period), the worker's own, and write metrics_file when due (the
+ * consumer's own metrics; a supervising parent writes it otherwise), or
+ * now when `final`. */
 static void metrics_tick(pgqlua_consumer *c, int final)
 {
 	double now, period = c->cfg->stats_period > 0 ? c->cfg->stats_period : METRICS_DB_PERIOD;
 	if (!c->metrics)
 		return;
 	now = clock_mono();
-	if (now >= c->next_metrics_db || final) {
+	if ((now >= c->next_metrics_db || final) && pgconn_is_ok(c->conn)) {
 		c->next_metrics_db = now + period;
-		metrics_read_db(c);
+		for (int i = 0; i < c->nparts; i++)
+			if (!c->grouped || c->parts[i].claimed)
+				metrics_read_part(c, &c->parts[i]);
 	}
-	c->fig.up = pgconn_is_ok(c->conn) && c->script != NULL && !final;
-	c->fig.lua_memory = c->script ? (long long)lb_memory_used(c->script) : 0;
-	c->fig.worker_restarts = watch_restarts();
-	metrics_publish(c->metrics, &c->fig);
-	if (c->cfg->metrics_file && (now >= c->next_metrics_file || final)) {
+	metrics_set_up(c->mworker, pgconn_is_ok(c->conn) && c->script != NULL && !final,
+	               c->script ? (long long)lb_memory_used(c->script) : 0);
+	if (c->metrics_own && c->cfg->metrics_file && (now >= c->next_metrics_file || final)) {
 		c->next_metrics_file = now + period;
-		if (metrics_write_file(c->metrics, c->cfg->metrics_file) != 0)
+		if (metrics_write_file(c->metrics_own, c->cfg->metrics_file) != 0)
 			log_warn("metrics_file %s: cannot write it", c->cfg->metrics_file);
 	}
 }
@@ -333,13 +331,13 @@ static void reload(pgqlua_consumer *c)
 	c->cfg = ncfg;
 	consumer_apply_settings(c, ncfg);
 	log_info("reloaded: script %s", ncfg->script);
-	c->fig.reloads_ok++;
+	metrics_count_reload(c->mworker, 1);
 	consumer_tell(c, NOTE_RELOADED, ncfg->script);
 	return;
 failed:
 	config_free(ncfg);
 	log_error("reload failed, keeping the old configuration and script: %s", err);
-	c->fig.reloads_failed++;
+	metrics_count_reload(c->mworker, 0);
 	consumer_tell(c, NOTE_RELOAD_FAILED, err);
 }
 

@@ -1,29 +1,69 @@
 /*
- * metrics.c - Prometheus text exposition of one consumer's figures (see
- * metrics.h): the published copy under a mutex, the renderer, the HTTP
- * endpoint through libmicrohttpd and the textfile for node_exporter.
+ * metrics.c - Prometheus text exposition of the consumer's figures (see
+ * metrics.h): the slots of atomic counters (shared with the workers or
+ * not), the renderer, the HTTP endpoint through libmicrohttpd and the
+ * textfile for node_exporter.
  */
+#define _DEFAULT_SOURCE 1   /* MAP_ANONYMOUS */
 #include "metrics.h"
 #include "daemon.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#define METRICS_BUCKETS 14
 static const double bucket_le[METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
+/* Counters only grow and are read without a lock: relaxed atomics (a
+ * scrape may see one batch's figures half added, never a torn number). */
+#define ADD(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
+#define SET(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
+#define GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+typedef struct metrics_hist {
+	_Atomic long long n[METRICS_BUCKETS + 1];   /* per bucket; the last: over the largest */
+	_Atomic long long sum_ns;
+} metrics_hist;
+
+struct metrics_part {
+	_Atomic long long events[METRICS_N_OUTCOMES];
+	_Atomic long long batches, aborts;
+	metrics_hist batch_seconds, event_seconds;
+	_Atomic int db_known;                       /* the PgQ figures below were read */
+	_Atomic double lag, last_seen;
+	_Atomic long long pending, failed_rows;
+};
+
+struct metrics_worker {
+	_Atomic int up;                             /* connected and the script loaded */
+	_Atomic long long reloads_ok, reloads_failed;
+	_Atomic long long restarts;
+	_Atomic long long lua_memory;
+};
+
 struct metrics {
-	pthread_mutex_t lock;
-	metrics_figures fig;          /* the published copy */
-	char labels[512];             /* queue="...",consumer="..." */
+	metrics_worker *workers;   /* the slots: workers, then parts, in one area */
+	metrics_part *parts;
+	int nworkers, nparts;
+	int grouped;
+	void *area;
+	size_t area_len;
+	int shared;                /* area is a shared mapping */
+	char labels[512];          /* queue="...",consumer="..." */
 	struct MHD_Daemon *httpd;
 };
+
+static metrics *attached;      /* in a worker: the parent's slots */
+static int attached_worker;
 
 /* name as a label value: \, " and newline escaped */
 static void label_value(char *out, size_t len, const char *v)
@@ -42,13 +82,30 @@ static void label_value(char *out, size_t len, const char *v)
 	out[o] = '\0';
 }
 
-metrics *metrics_new(const char *queue, const char *consumer)
+metrics *metrics_new(const char *queue, const char *consumer, int nworkers, int nparts, int grouped, int shared)
 {
 	metrics *m = calloc(1, sizeof(*m));
 	char q[200], c[200];
 	if (!m)
 		return NULL;
-	pthread_mutex_init(&m->lock, NULL);
+	m->nworkers = nworkers > 0 ? nworkers : 1;
+	m->nparts = nparts > 0 ? nparts : 1;
+	m->grouped = grouped;
+	m->area_len = sizeof(metrics_worker) * (size_t)m->nworkers + sizeof(metrics_part) * (size_t)m->nparts;
+	if (shared) {
+		m->area = mmap(NULL, m->area_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (m->area == MAP_FAILED)
+			m->area = NULL;
+		m->shared = m->area != NULL;
+	} else
+		m->area = calloc(1, m->area_len);
+	if (!m->area) {
+		free(m);
+		return NULL;
+	}
+	memset(m->area, 0, m->area_len);   /* all-zero bits: every atomic at 0 */
+	m->workers = m->area;
+	m->parts = (metrics_part *)(m->workers + m->nworkers);
 	label_value(q, sizeof(q), queue);
 	label_value(c, sizeof(c), consumer);
 	snprintf(m->labels, sizeof(m->labels), "queue=\"%s\",consumer=\"%s\"", q, c);
@@ -61,26 +118,111 @@ void metrics_free(metrics *m)
 		return;
 	if (m->httpd)
 		MHD_stop_daemon(m->httpd);
-	pthread_mutex_destroy(&m->lock);
+	if (m->shared)
+		munmap(m->area, m->area_len);
+	else
+		free(m->area);
 	free(m);
 }
 
-void metrics_observe(metrics_hist *h, double seconds)
+void metrics_attach(metrics *m, int worker)
+{
+	if (m && m->httpd) {
+		/* the server's thread stayed in the parent: close its socket
+		 * here, and never stop it from this process */
+		const union MHD_DaemonInfo *i = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_LISTEN_FD);
+		if (i)
+			close(i->listen_fd);
+		m->httpd = NULL;
+	}
+	attached = m;
+	attached_worker = worker;
+}
+
+metrics *metrics_attached(int *worker)
+{
+	*worker = attached_worker;
+	return attached;
+}
+
+metrics_part *metrics_part_at(metrics *m, int i)
+{
+	return m && i >= 0 && i < m->nparts ? &m->parts[i] : NULL;
+}
+
+metrics_worker *metrics_worker_at(metrics *m, int i)
+{
+	return m && i >= 0 && i < m->nworkers ? &m->workers[i] : NULL;
+}
+
+static void observe(metrics_hist *h, double seconds)
 {
 	int i = 0;
 	while (i < METRICS_BUCKETS && seconds > bucket_le[i])
 		i++;
-	if (i < METRICS_BUCKETS)
-		h->le[i]++;
-	h->count++;
-	h->sum += seconds;
+	ADD(h->n[i], 1);
+	ADD(h->sum_ns, (long long)(seconds * 1e9));
 }
 
-void metrics_publish(metrics *m, const metrics_figures *f)
+void metrics_count_event(metrics_part *p, enum metrics_outcome o)
 {
-	pthread_mutex_lock(&m->lock);
-	m->fig = *f;
-	pthread_mutex_unlock(&m->lock);
+	if (p)
+		ADD(p->events[o], 1);
+}
+
+void metrics_event_seconds(metrics_part *p, double seconds)
+{
+	if (p)
+		observe(&p->event_seconds, seconds);
+}
+
+void metrics_count_batch(metrics_part *p, double seconds)
+{
+	if (!p)
+		return;
+	ADD(p->batches, 1);
+	observe(&p->batch_seconds, seconds);
+}
+
+void metrics_count_abort(metrics_part *p)
+{
+	if (p)
+		ADD(p->aborts, 1);
+}
+
+void metrics_set_db(metrics_part *p, double lag, double last_seen, long long pending, long long failed_rows)
+{
+	if (!p)
+		return;
+	SET(p->lag, lag);
+	SET(p->last_seen, last_seen);
+	SET(p->pending, pending);
+	SET(p->failed_rows, failed_rows);
+	SET(p->db_known, 1);
+}
+
+void metrics_set_up(metrics_worker *w, int up, long long lua_memory)
+{
+	if (!w)
+		return;
+	SET(w->up, up);
+	SET(w->lua_memory, lua_memory);
+}
+
+void metrics_count_reload(metrics_worker *w, int ok)
+{
+	if (w && ok)
+		ADD(w->reloads_ok, 1);
+	else if (w)
+		ADD(w->reloads_failed, 1);
+}
+
+void metrics_set_restarts(metrics_worker *w, int restarts)
+{
+	if (!w)
+		return;
+	SET(w->restarts, restarts);
+	SET(w->up, 0);
 }
 
 typedef struct text {
@@ -125,60 +267,117 @@ static void head(text *t, const char *name, const char *type, const char *help)
 	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void one(text *t, const char *labels, const char *name, const char *type, const char *help, double v)
+/* The labels of partition i ("partition" only in a group) or of worker i
+ * ("worker" only with more than one). */
+static const char *part_labels(const metrics *m, int i, char *buf, size_t len)
 {
-	head(t, name, type, help);
-	put(t, "%s{%s} %.17g\n", name, labels, v);
+	if (!m->grouped)
+		return m->labels;
+	snprintf(buf, len, "%s,partition=\"%d\"", m->labels, i);
+	return buf;
 }
 
-static void hist(text *t, const char *labels, const char *name, const char *help, const metrics_hist *h)
+static const char *worker_labels(const metrics *m, int i, char *buf, size_t len)
+{
+	if (m->nworkers <= 1)
+		return m->labels;
+	snprintf(buf, len, "%s,worker=\"%d\"", m->labels, i);
+	return buf;
+}
+
+static void hist(text *t, const char *l, const char *name, const metrics_hist *h)
 {
 	long long cum = 0;
-	head(t, name, "histogram", help);
 	for (int i = 0; i < METRICS_BUCKETS; i++) {
-		cum += h->le[i];
-		put(t, "%s_bucket{%s,le=\"%g\"} %lld\n", name, labels, bucket_le[i], cum);
+		cum += GET(h->n[i]);
+		put(t, "%s_bucket{%s,le=\"%g\"} %lld\n", name, l, bucket_le[i], cum);
 	}
-	put(t, "%s_bucket{%s,le=\"+Inf\"} %lld\n%s_sum{%s} %.17g\n%s_count{%s} %lld\n", name, labels, h->count,
-	    name, labels, h->sum, name, labels, h->count);
+	cum += GET(h->n[METRICS_BUCKETS]);
+	put(t, "%s_bucket{%s,le=\"+Inf\"} %lld\n%s_sum{%s} %.17g\n%s_count{%s} %lld\n", name, l, cum, name, l,
+	    (double)GET(h->sum_ns) / 1e9, name, l, cum);
+}
+
+/* A family with one value per partition or per worker. */
+typedef double (*value_fn)(const void *slot);
+#define VALUE_FN(fname, type, expr) \
+	static double fname(const void *slot) { const type *s = slot; return (double)(expr); }
+VALUE_FN(v_up, metrics_worker, GET(s->up))
+VALUE_FN(v_restarts, metrics_worker, GET(s->restarts))
+VALUE_FN(v_memory, metrics_worker, GET(s->lua_memory))
+VALUE_FN(v_batches, metrics_part, GET(s->batches))
+VALUE_FN(v_aborts, metrics_part, GET(s->aborts))
+VALUE_FN(v_lag, metrics_part, GET(s->lag))
+VALUE_FN(v_last_seen, metrics_part, GET(s->last_seen))
+VALUE_FN(v_pending, metrics_part, GET(s->pending))
+VALUE_FN(v_failed_rows, metrics_part, GET(s->failed_rows))
+
+typedef enum family_of {
+	OF_WORKERS,
+	OF_PARTS,
+	OF_PARTS_DB            /* PgQ's figures: only the partitions read once */
+} family_of;
+
+static void family(text *t, const metrics *m, family_of of, const char *name, const char *type,
+                   const char *help, value_fn fn)
+{
+	char buf[600];
+	int of_workers = of == OF_WORKERS, n = of_workers ? m->nworkers : m->nparts;
+	head(t, name, type, help);
+	for (int i = 0; i < n; i++) {
+		const void *slot = of_workers ? (const void *)&m->workers[i] : (const void *)&m->parts[i];
+		if (of == OF_PARTS_DB && !GET(m->parts[i].db_known))
+			continue;
+		put(t, "%s{%s} %.17g\n", name,
+		    of_workers ? worker_labels(m, i, buf, sizeof(buf)) : part_labels(m, i, buf, sizeof(buf)), fn(slot));
+	}
+}
+
+static void render_parts(text *t, const metrics *m)
+{
+	static const char *const outcomes[METRICS_N_OUTCOMES] = {"ok", "retry", "failed", "error"};
+	char buf[600];
+
+	head(t, "pgqlua_events_total", "counter", "events processed, by the script's outcome");
+	for (int i = 0; i < m->nparts; i++)
+		for (int o = 0; o < METRICS_N_OUTCOMES; o++)
+			put(t, "pgqlua_events_total{%s,outcome=\"%s\"} %lld\n", part_labels(m, i, buf, sizeof(buf)),
+			    outcomes[o], GET(m->parts[i].events[o]));
+	family(t, m, OF_PARTS, "pgqlua_batches_total", "counter", "batches committed", v_batches);
+	family(t, m, OF_PARTS, "pgqlua_batch_aborts_total", "counter", "batches rolled back to come again", v_aborts);
+	head(t, "pgqlua_batch_duration_seconds", "histogram", "time from taking a batch to its commit");
+	for (int i = 0; i < m->nparts; i++)
+		hist(t, part_labels(m, i, buf, sizeof(buf)), "pgqlua_batch_duration_seconds", &m->parts[i].batch_seconds);
+	head(t, "pgqlua_event_duration_seconds", "histogram", "time process_event took per event");
+	for (int i = 0; i < m->nparts; i++)
+		hist(t, part_labels(m, i, buf, sizeof(buf)), "pgqlua_event_duration_seconds", &m->parts[i].event_seconds);
+	family(t, m, OF_PARTS_DB, "pgqlua_lag_seconds", "gauge", "PgQ: age of the last tick the consumer finished", v_lag);
+	family(t, m, OF_PARTS_DB, "pgqlua_last_seen_seconds", "gauge", "PgQ: seconds since the consumer last took a batch",
+	       v_last_seen);
+	family(t, m, OF_PARTS_DB, "pgqlua_pending_events", "gauge", "PgQ: events after the consumer's position (estimate)",
+	       v_pending);
+	family(t, m, OF_PARTS_DB, "pgqlua_failed_events", "gauge", "rows in the failed-event table for this consumer",
+	       v_failed_rows);
 }
 
 char *metrics_render(metrics *m)
 {
-	static const char *const outcomes[METRICS_N_OUTCOMES] = {"ok", "retry", "failed", "error"};
-	metrics_figures f;
+	char buf[600];
 	text t = {malloc(8192), 0, 8192, 0};
-	const char *l = m->labels;
 
 	if (!t.buf)
 		return NULL;
-	pthread_mutex_lock(&m->lock);
-	f = m->fig;
-	pthread_mutex_unlock(&m->lock);
-
-	one(&t, l, "pgqlua_up", "gauge", "1 while connected to the queue's database with the script loaded", f.up);
-	head(&t, "pgqlua_events_total", "counter", "events processed, by the script's outcome");
-	for (int i = 0; i < METRICS_N_OUTCOMES; i++)
-		put(&t, "pgqlua_events_total{%s,outcome=\"%s\"} %lld\n", l, outcomes[i], f.events[i]);
-	one(&t, l, "pgqlua_batches_total", "counter", "batches committed", (double)f.batches);
-	one(&t, l, "pgqlua_batch_aborts_total", "counter", "batches rolled back to come again", (double)f.aborts);
-	hist(&t, l, "pgqlua_batch_duration_seconds", "time from taking a batch to its commit", &f.batch_seconds);
-	hist(&t, l, "pgqlua_event_duration_seconds", "time process_event took per event", &f.event_seconds);
-	if (f.db_known) {
-		one(&t, l, "pgqlua_lag_seconds", "gauge", "PgQ: age of the last tick the consumer finished", f.lag);
-		one(&t, l, "pgqlua_last_seen_seconds", "gauge", "PgQ: seconds since the consumer last took a batch",
-		    f.last_seen);
-		one(&t, l, "pgqlua_pending_events", "gauge", "PgQ: events after the consumer's position (estimate)",
-		    (double)f.pending);
-		one(&t, l, "pgqlua_failed_events", "gauge", "rows in the failed-event table for this consumer",
-		    (double)f.failed_rows);
-	}
+	family(&t, m, OF_WORKERS, "pgqlua_up", "gauge", "1 while connected to the queue's database with the script loaded",
+	       v_up);
+	render_parts(&t, m);
 	head(&t, "pgqlua_reloads_total", "counter", "config and script reloads, by result");
-	put(&t, "pgqlua_reloads_total{%s,result=\"ok\"} %lld\npgqlua_reloads_total{%s,result=\"failed\"} %lld\n", l,
-	    f.reloads_ok, l, f.reloads_failed);
-	one(&t, l, "pgqlua_worker_restarts_total", "counter", "times the supervising parent restarted the worker",
-	    (double)f.worker_restarts);
-	one(&t, l, "pgqlua_lua_memory_bytes", "gauge", "bytes the script's Lua state holds", (double)f.lua_memory);
+	for (int i = 0; i < m->nworkers; i++) {
+		const char *l = worker_labels(m, i, buf, sizeof(buf));
+		put(&t, "pgqlua_reloads_total{%s,result=\"ok\"} %lld\npgqlua_reloads_total{%s,result=\"failed\"} %lld\n",
+		    l, GET(m->workers[i].reloads_ok), l, GET(m->workers[i].reloads_failed));
+	}
+	family(&t, m, OF_WORKERS, "pgqlua_worker_restarts_total", "counter", "times the supervising parent restarted the worker",
+	       v_restarts);
+	family(&t, m, OF_WORKERS, "pgqlua_lua_memory_bytes", "gauge", "bytes the script's Lua state holds", v_memory);
 	if (t.oom) {
 		free(t.buf);
 		return NULL;

@@ -1,21 +1,19 @@
 /*
- * seek.c - `pgqlua seek` and `pgqlua peek` (see seek.h).  PgQ has no seek:
- * the position is moved with pgq.register_consumer_at, which checks that
- * the tick exists and drops an open batch, inside a transaction that holds
- * the consumer's claim and locks the queue row (table rotation takes it
- * too, so no rotation can drop the new position's events meanwhile).
- * Peek reads with PgQ's own batch functions and rolls everything back.
+ * seek.c - `pgqlua seek` (see seek.h).  PgQ has no seek: the position is
+ * moved with pgq.register_consumer_at, which checks that the tick exists
+ * and drops an open batch, inside a transaction that holds the consumer's
+ * claim (every partition's, for a group) and locks the queue row (table
+ * rotation takes it too, so no rotation can drop the new position's
+ * events meanwhile).
  */
 #include "seek.h"
 #include "exitcode.h"
+#include "group.h"
 #include "pgq.h"
-#include "service.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define PEEK_DATA_CHARS 60
-#define PEEK_MAX_BATCHES 10000   /* empty ticks walked at most */
 
 typedef struct seek_pos {
 	char queue_id[24];
@@ -39,18 +37,26 @@ typedef struct seek_pos {
 	" join pgq.tick lt on lt.tick_queue = q.queue_id and lt.tick_id = s.sub_last_tick" \
 	" where q.queue_name = $1 and co.co_name = $2 for update of q, s"
 
+/* One PgQ consumer moved: the consumer, or a partition of a group. */
+typedef struct seek_part {
+	char *name;
+	char *where;             /* its filter (event_filter, the partition's share); NULL: none */
+	seek_pos pos;
+	long long events;        /* replayed (the target is before its tick) or skipped */
+} seek_part;
+
 /* Lock the queue row (rotation waits) and the subscription; read both. */
-static int read_position(pgconn *c, const config *cfg, seek_pos *p, char *err, size_t errlen)
+static int read_position(pgconn *c, const config *cfg, const char *name, seek_pos *p, char *err, size_t errlen)
 {
-	const char *params[2] = {cfg->queue_name, cfg->consumer_name};
+	const char *params[2] = {cfg->queue_name, name};
 	PGresult *res = pgconn_exec(c, POS_SQL, 2, params, err, errlen);
 	int rc = -1;
 	if (!res)
 		return -1;
 	if (PQntuples(res) != 1) {
-		if (pgq_check_registered(c, cfg->queue_name, cfg->consumer_name, err, errlen) == PGQ_DONE)
-			snprintf(err, errlen, "the position of consumer %s on queue %s cannot be read",
-			         cfg->consumer_name, cfg->queue_name);
+		if (pgq_check_registered(c, cfg->queue_name, name, err, errlen) == PGQ_DONE)
+			snprintf(err, errlen, "the position of consumer %s on queue %s cannot be read", name,
+			         cfg->queue_name);
 		goto out;
 	}
 	snprintf(p->queue_id, sizeof(p->queue_id), "%s", PQgetvalue(res, 0, 0));
@@ -114,27 +120,35 @@ out:
 }
 
 /* Events this consumer gets between ticks lo and hi (lo < hi): what
- * pgq.batch_event_sql selects for one batch from lo to hi. */
-static long long count_events(pgconn *c, const seek_pos *p, long long lo, long long hi, char *err,
-                              size_t errlen)
+ * pgq.batch_event_sql selects for one batch from lo to hi, through the
+ * consumer's filter. */
+static long long count_events(pgconn *c, const seek_pos *p, const char *where, long long lo, long long hi,
+                              char *err, size_t errlen)
 {
-	char sql[1024], los[24], his[24];
+	char *sql, los[24], his[24];
 	const char *params[4] = {p->queue_id, los, his, p->sub_id};
+	size_t len = 1024 + (where ? strlen(where) : 0);
 	PGresult *res;
 	long long n;
 
+	if (!(sql = malloc(len))) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	snprintf(los, sizeof(los), "%lld", lo);
 	snprintf(his, sizeof(his), "%lld", hi);
-	snprintf(sql, sizeof(sql),
+	/* the filter's newlines end its `--` comments */
+	snprintf(sql, len,
 	         "select count(*) from %s e, pgq.tick lo, pgq.tick hi"
 	         " where lo.tick_queue = $1 and lo.tick_id = $2::int8 and hi.tick_queue = $1 and hi.tick_id = $3::int8"
 	         " and e.ev_txid >= txid_snapshot_xmin(lo.tick_snapshot)"
 	         " and e.ev_txid <= txid_snapshot_xmax(hi.tick_snapshot)"
 	         " and txid_visible_in_snapshot(e.ev_txid, hi.tick_snapshot)"
 	         " and not txid_visible_in_snapshot(e.ev_txid, lo.tick_snapshot)"
-	         " and (e.ev_owner is null or e.ev_owner = $4::int4)",
-	         p->table);
+	         " and (e.ev_owner is null or e.ev_owner = $4::int4)%s%s%s",
+	         p->table, where ? " and (\n" : "", where ? where : "", where ? "\n)" : "");
 	res = pgconn_exec(c, sql, 4, params, err, errlen);
+	free(sql);
 	if (!res)
 		return -1;
 	n = atoll(PQgetvalue(res, 0, 0));
@@ -142,156 +156,192 @@ static long long count_events(pgconn *c, const seek_pos *p, long long lo, long l
 	return n;
 }
 
-int seek_consumer(pgconn *c, const config *cfg, seek_to to, const char *arg, int yes, FILE *out)
+static void free_parts(seek_part *parts, int n)
 {
-	char err[PGCONN_ERR_LEN], new_time[48], ids[24];
-	const char *params[3] = {cfg->queue_name, cfg->consumer_name, ids};
-	seek_pos p;
-	long long target = 0, n;
-	int rc = EXIT_DB, r;
-	PGresult *res;
+	for (int i = 0; parts && i < n; i++) {
+		free(parts[i].name);
+		free(parts[i].where);
+	}
+	free(parts);
+}
 
-	memset(&p, 0, sizeof(p));
-	r = pgq_claim(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err));
-	if (r == PGQ_NONE) {
+static seek_part *open_parts(const config *cfg, int n)
+{
+	seek_part *parts = calloc((size_t)n, sizeof(seek_part));
+	int oom = 0;
+	for (int i = 0; parts && i < n; i++) {
+		parts[i].name = group_part_name(cfg, i);
+		parts[i].where = group_part_where(cfg, i, &oom);
+		if (!parts[i].name || oom) {
+			free_parts(parts, n);
+			return NULL;
+		}
+	}
+	return parts;
+}
+
+/* Partition i's claim is held by someone else: say who. */
+static void refuse_running(pgconn *c, const config *cfg, int i)
+{
+	char err[PGCONN_ERR_LEN];
+	group_view v;
+	if (cfg->partitions <= 0) {
 		fprintf(stderr, "pgqlua: seek: consumer %s on queue %s is running (another session holds its claim):"
 		        " stop it first\n", cfg->consumer_name, cfg->queue_name);
-		return EXIT_RUNNING;
+		return;
 	}
-	if (r != PGQ_DONE || pgconn_cmd(c, "begin", err, sizeof(err)) != 0 ||
-	    read_position(c, cfg, &p, err, sizeof(err)) != 0)
+	if (group_view_read(c, cfg, &v, err, sizeof(err)) != 0)
+		memset(&v, 0, sizeof(v));
+	fprintf(stderr, "pgqlua: seek: consumer group %s on queue %s is running (partition %d is held by %s%s):"
+	        " stop every member first\n", cfg->consumer_name, cfg->queue_name, i,
+	        v.owner && v.owner[i] ? "member " : "another session", v.owner && v.owner[i] ? v.owner[i] : "");
+	group_view_free(&v);
+}
+
+/* Take the claim of every partition (of the consumer); a member holding
+ * one is running.  EXIT_OK_, EXIT_RUNNING or EXIT_DB. */
+static int claim_all(pgconn *c, const config *cfg, seek_part *parts, int n)
+{
+	char err[PGCONN_ERR_LEN];
+	for (int i = 0; i < n; i++) {
+		pgq_result r = pgq_claim(c, cfg->queue_name, parts[i].name, err, sizeof(err));
+		if (r == PGQ_ERROR) {
+			fprintf(stderr, "pgqlua: seek: %s\n", err);
+			return EXIT_DB;
+		}
+		if (r == PGQ_NONE) {
+			refuse_running(c, cfg, i);
+			return EXIT_RUNNING;
+		}
+	}
+	return EXIT_OK_;
+}
+
+/* The events each partition replays or skips; their sums. */
+static int count_all(pgconn *c, seek_part *parts, int n, long long target, long long *replay, long long *skip,
+                     char *err, size_t errlen)
+{
+	*replay = *skip = 0;
+	for (int i = 0; i < n; i++) {
+		long long t = parts[i].pos.tick;
+		parts[i].events = t == target ? 0
+		                  : count_events(c, &parts[i].pos, parts[i].where, target < t ? target : t,
+		                                 target < t ? t : target, err, errlen);
+		if (parts[i].events < 0)
+			return -1;
+		*(target < t ? replay : skip) += parts[i].events;
+	}
+	return 0;
+}
+
+/* The old and new positions (the consumer's, or each partition's) and the
+ * events replayed and skipped. */
+static void report(FILE *out, const config *cfg, const seek_part *parts, int n, long long target,
+                   const char *new_time, long long replay, long long skip)
+{
+	int back = 0, fwd = 0;
+	if (cfg->partitions <= 0)
+		fprintf(out, "consumer %s on queue %s\nold tick: %lld (%s)\nnew tick: %lld (%s)\n", cfg->consumer_name,
+		        cfg->queue_name, parts[0].pos.tick, parts[0].pos.tick_time, target, new_time);
+	else
+		fprintf(out, "consumer group %s on queue %s: %d partitions\nnew tick: %lld (%s)\n", cfg->consumer_name,
+		        cfg->queue_name, n, target, new_time);
+	for (int i = 0; i < n; i++) {
+		const seek_part *p = &parts[i];
+		if (cfg->partitions > 0)
+			fprintf(out, "partition %d (%s): old tick %lld (%s), %lld events to %s\n", i, p->name, p->pos.tick,
+			        p->pos.tick_time, p->events, target < p->pos.tick ? "replay" : "skip");
+		if (p->pos.open_batch)
+			fprintf(out, "%s%sopen batch %lld: dropped, its events come from the new position\n",
+			        cfg->partitions > 0 ? p->name : "", cfg->partitions > 0 ? ": " : "", p->pos.open_batch);
+		back |= target < p->pos.tick;
+		fwd |= target > p->pos.tick;
+	}
+	if (back)
+		fprintf(out, "events to replay: %lld\n", replay);
+	if (fwd)
+		fprintf(out, "events to skip: %lld\n", skip);
+}
+
+/* Move every partition to target (one not there yet, or with a batch
+ * open).  0, or -1 with err. */
+static int move_all(pgconn *c, const config *cfg, const seek_part *parts, int n, long long target, char *err,
+                    size_t errlen)
+{
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%lld", target);
+	for (int i = 0; i < n; i++) {
+		const char *params[3] = {cfg->queue_name, parts[i].name, ids};
+		PGresult *res;
+		if (parts[i].pos.tick == target && !parts[i].pos.open_batch)
+			continue;
+		if (!(res = pgconn_exec(c, "select pgq.register_consumer_at($1, $2, $3::int8)", 3, params, err, errlen)))
+			return -1;
+		PQclear(res);
+	}
+	return 0;
+}
+
+static int nothing_to_do(const seek_part *parts, int n, long long target)
+{
+	for (int i = 0; i < n; i++)
+		if (parts[i].pos.tick != target || parts[i].pos.open_batch)
+			return 0;
+	return 1;
+}
+
+int seek_consumer(pgconn *c, const config *cfg, seek_to to, const char *arg, int yes, FILE *out)
+{
+	char err[PGCONN_ERR_LEN] = "", new_time[48];
+	int n = group_size(cfg), rc, r;
+	seek_part *parts = open_parts(cfg, n);
+	long long target = 0, replay, skip;
+
+	if (!parts) {
+		fprintf(stderr, "pgqlua: seek: out of memory\n");
+		return EXIT_INTERNAL;
+	}
+	if ((rc = claim_all(c, cfg, parts, n)) != EXIT_OK_)
+		goto out;
+	rc = EXIT_DB;
+	if (pgconn_cmd(c, "begin", err, sizeof(err)) != 0)
 		goto fail;
-	r = resolve_tick(c, cfg, &p, to, arg, &target, new_time, sizeof(new_time), err, sizeof(err));
+	for (int i = 0; i < n; i++)
+		if (read_position(c, cfg, parts[i].name, &parts[i].pos, err, sizeof(err)) != 0)
+			goto fail;
+	r = resolve_tick(c, cfg, &parts[0].pos, to, arg, &target, new_time, sizeof(new_time), err, sizeof(err));
 	if (r < 0)
 		goto fail;
 	if (r == 0) {
 		fprintf(stderr, "pgqlua: seek: %s; refused\n", err);
 		goto out;
 	}
-	fprintf(out, "consumer %s on queue %s\nold tick: %lld (%s)\nnew tick: %lld (%s)\n", cfg->consumer_name,
-	        cfg->queue_name, p.tick, p.tick_time, target, new_time);
-	if (p.open_batch)
-		fprintf(out, "open batch %lld: dropped, its events come from the new position\n", p.open_batch);
-	if (target == p.tick && !p.open_batch) {
+	if (count_all(c, parts, n, target, &replay, &skip, err, sizeof(err)) != 0)
+		goto fail;
+	report(out, cfg, parts, n, target, new_time, replay, skip);
+	if (nothing_to_do(parts, n, target)) {
 		fprintf(out, "already there: nothing changed\n");
 		rc = EXIT_OK_;
 		goto out;
 	}
-	n = count_events(c, &p, target < p.tick ? target : p.tick, target < p.tick ? p.tick : target, err,
-	                 sizeof(err));
-	if (n < 0)
-		goto fail;
-	if (target < p.tick)
-		fprintf(out, "events to replay: %lld\n", n);
-	else if (target > p.tick)
-		fprintf(out, "events to skip: %lld\n", n);
-	if (target > p.tick && n > 0 && !yes) {
+	if (skip > 0 && !yes) {
 		fprintf(stderr, "pgqlua: seek: %lld events would never be delivered to %s; add --yes to skip them\n",
-		        n, cfg->consumer_name);
+		        skip, cfg->consumer_name);
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	snprintf(ids, sizeof(ids), "%lld", target);
-	res = pgconn_exec(c, "select pgq.register_consumer_at($1, $2, $3::int8)", 3, params, err, sizeof(err));
-	if (!res)
+	if (move_all(c, cfg, parts, n, target, err, sizeof(err)) != 0 || pgconn_cmd(c, "commit", err, sizeof(err)) != 0)
 		goto fail;
-	PQclear(res);
-	if (pgconn_cmd(c, "commit", err, sizeof(err)) != 0)
-		goto fail;
-	fprintf(out, "moved to tick %lld\n", target);
+	if (cfg->partitions > 0)
+		fprintf(out, "moved %d partitions to tick %lld\n", n, target);
+	else
+		fprintf(out, "moved to tick %lld\n", target);
 	rc = EXIT_OK_;
 	goto out;
 fail:
 	fprintf(stderr, "pgqlua: seek: %s\n", err);
 out:
 	pgq_rollback(c);
-	return rc;
-}
-
-static void peek_row(FILE *out, const PGresult *res, int i, int json)
-{
-	/* ev_id, ev_time, ev_type, ev_extra1, the start of ev_data, its length, ev_retry */
-	const char *v[7];
-	for (int k = 0; k < 7; k++)
-		v[k] = PQgetisnull(res, i, k) ? NULL : PQgetvalue(res, i, k);
-	if (!json) {
-		fprintf(out, "%s | %s | %s | %s | %s%s\n", v[0], v[1], v[2] ? v[2] : "", v[3] ? v[3] : "",
-		        v[4] ? v[4] : "", v[5] && atol(v[5]) > PEEK_DATA_CHARS ? "..." : "");
-		return;
-	}
-	fprintf(out, "{\"id\":%s,\"time\":", v[0]);
-	service_json_str(out, v[1]);
-	for (int k = 2; k <= 4; k++) {
-		static const char *const names[] = {"", "", "type", "extra1", "data"};
-		fprintf(out, ",\"%s\":", names[k]);
-		if (v[k])
-			service_json_str(out, v[k]);
-		else
-			fputs("null", out);
-	}
-	fprintf(out, ",\"data_length\":%s,\"retry\":%s}\n", v[5] ? v[5] : "null", v[6] ? v[6] : "0");
-}
-
-int seek_peek(pgconn *c, const config *cfg, int limit, int json, FILE *out)
-{
-	pgq_batch_knobs k = {cfg->batch_min_count, cfg->batch_min_interval, cfg->batch_min_lag};
-	char err[PGCONN_ERR_LEN], lim[24], bid[24];
-	const char *params[1];
-	int rc = EXIT_DB, shown = 0, batches = 0;
-	pgq_batch b;
-	pgq_result r;
-
-	memset(&b, 0, sizeof(b));
-	r = pgq_check_registered(c, cfg->queue_name, cfg->consumer_name, err, sizeof(err));
-	if (r != PGQ_DONE || pgconn_cmd(c, "begin; set local lock_timeout = '10s'", err, sizeof(err)) != 0)
-		goto fail;
-	if (!json)
-		fprintf(out, "ev_id | time | type | extra1 | data\n");
-	while (shown < limit && batches < PEEK_MAX_BATCHES) {
-		PGresult *res;
-		char *sql;
-		size_t n;
-		r = pgq_next_batch(c, cfg->queue_name, cfg->consumer_name, &k, &b, err, sizeof(err));
-		if (r == PGQ_NONE)
-			break;
-		if (r != PGQ_DONE)
-			goto fail;
-		batches++;
-		n = strlen(b.sql) + 256;
-		if (!(sql = malloc(n))) {
-			snprintf(err, sizeof(err), "out of memory");
-			rc = EXIT_INTERNAL;
-			goto fail;
-		}
-		snprintf(sql, n, "select ev_id, ev_time, ev_type, ev_extra1, left(ev_data, %d), length(ev_data), ev_retry"
-		         " from (%s) b order by ev_id limit $1::int4", PEEK_DATA_CHARS, b.sql);
-		snprintf(lim, sizeof(lim), "%d", limit - shown);
-		params[0] = lim;
-		res = pgconn_exec(c, sql, 1, params, err, sizeof(err));
-		free(sql);
-		if (!res)
-			goto fail;
-		for (int i = 0; i < PQntuples(res); i++)
-			peek_row(out, res, i, json);
-		shown += PQntuples(res);
-		PQclear(res);
-		snprintf(bid, sizeof(bid), "%lld", b.batch_id);
-		params[0] = bid;
-		if (!(res = pgconn_exec(c, "select pgq.finish_batch($1::int8)", 1, params, err, sizeof(err))))
-			goto fail;
-		PQclear(res);
-		free(b.sql);
-		b.sql = NULL;
-	}
-	if (!json)
-		fprintf(out, "(%d event%s%s)\n", shown, shown == 1 ? "" : "s",
-		        shown == 0 ? ": no batch is ready for this consumer" : "");
-	rc = EXIT_OK_;
-	goto out;
-fail:
-	fprintf(stderr, "pgqlua: peek: %s\n", err);
-out:
-	free(b.sql);
-	pgq_rollback(c);
+	free_parts(parts, n);
 	return rc;
 }

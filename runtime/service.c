@@ -8,7 +8,9 @@
 #include "service.h"
 #include "exitcode.h"
 #include "consumer.h"
+#include "clock.h"
 #include "daemon.h"
+#include "group.h"
 #include "log.h"
 #include "monitor.h"
 #include "supervise.h"
@@ -39,6 +41,10 @@ typedef struct service {
 	const char *config_path;
 	int once, detach;
 	pid_t main_pid;            /* the supervising parent's, in the pid file */
+	metrics *metrics;          /* the parent's: every worker's figures, or NULL */
+	const char *metrics_file;
+	double metrics_period;
+	double next_metrics_file;  /* monotonic */
 } service;
 
 void service_pidfile(const config *cfg, char *buf, size_t len)
@@ -191,6 +197,7 @@ static int worker_main(void *arg)
 
 	close(s->pid_fd);   /* the parent holds the lock */
 	s->pid_fd = -1;
+	metrics_attach(s->metrics, supervise_worker_index());
 	if (supervise_worker_index() > 0) {
 		/* `status` reads the first worker's state; the others keep their own */
 		size_t n = strlen(s->statefile);
@@ -226,6 +233,38 @@ static int worker_main(void *arg)
 	pgqlua_close(s->c);
 	s->c = NULL;
 	return rc;
+}
+
+#define METRICS_FILE_PERIOD 30.0   /* metrics_file without stats_period */
+
+/* The parent serves metrics_listen and writes metrics_file for all its
+ * workers (their slots are shared with them, metrics.h).  0, or the exit
+ * code with the reason on stderr and to `start`. */
+static int parent_metrics(service *s, const config *cfg)
+{
+	char err[1024];
+	if (!cfg->metrics_listen && !cfg->metrics_file)
+		return 0;
+	if (!(s->metrics = metrics_new(cfg->queue_name, cfg->consumer_name, cfg->workers, group_size(cfg),
+	                               cfg->partitions > 0, 1)))
+		return worker_failed(s, EXIT_INTERNAL, "out of memory");
+	if (cfg->metrics_listen && metrics_listen(s->metrics, cfg->metrics_listen, err, sizeof(err)) != 0)
+		return worker_failed(s, EXIT_CONFIG, err);
+	s->metrics_file = cfg->metrics_file;
+	s->metrics_period = cfg->stats_period > 0 ? cfg->stats_period : METRICS_FILE_PERIOD;
+	return 0;
+}
+
+/* The supervising parent, every look at its workers: metrics_file when due. */
+static void parent_tick(void *arg, int final)
+{
+	service *s = arg;
+	double now = clock_mono();
+	if (!s->metrics_file || (now < s->next_metrics_file && !final))
+		return;
+	s->next_metrics_file = now + s->metrics_period;
+	if (metrics_write_file(s->metrics, s->metrics_file) != 0)
+		log_warn("metrics_file %s: cannot write it", s->metrics_file);
 }
 
 int service_run(const char *config_path, int once, int detach)
@@ -300,7 +339,11 @@ int service_run(const char *config_path, int once, int detach)
 		return EXIT_CANTCREAT;
 	}
 	s.main_pid = getpid();
-	so = (supervise_opts){cfg->kill_grace, once, strikes, s.ready_fd, cfg->workers};
+	if ((rc = parent_metrics(&s, cfg)) != 0)
+		goto out;
+	so = (supervise_opts){.kill_grace = cfg->kill_grace, .once = once, .strike_path = strikes,
+	                      .ready_fd = s.ready_fd, .workers = cfg->workers, .metrics = s.metrics,
+	                      .tick = parent_tick, .tick_arg = &s};
 	rc = supervise_run(&so, worker_main, &s);
 	unlink(s.statefile);
 	for (int i = 1; i < cfg->workers; i++) {
@@ -308,6 +351,8 @@ int service_run(const char *config_path, int once, int detach)
 		snprintf(extra, sizeof(extra), "%s.%d", s.statefile, i);
 		unlink(extra);
 	}
+out:
+	metrics_free(s.metrics);
 	daemon_pidfile_remove(s.pidfile, s.pid_fd);
 	config_free(cfg);
 	return rc;

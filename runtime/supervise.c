@@ -184,6 +184,7 @@ static int after_death(sup *sp, slot *s, int status)
 
 	s->worker = 0;
 	sp->ever_ready |= ready;
+	metrics_set_restarts(metrics_worker_at(sp->o->metrics, (int)(s - sp->slots)), s->restarts);   /* down */
 	if (WIFEXITED(status) && !s->killed_why[0]) {
 		s->done = 1;
 		return WEXITSTATUS(status);   /* it ended on its own: its word is final */
@@ -217,6 +218,7 @@ static int after_death(sup *sp, slot *s, int status)
 	if (s->backoff > RESTART_MAX)
 		s->backoff = RESTART_MAX;
 	s->restarts++;
+	metrics_set_restarts(metrics_worker_at(sp->o->metrics, (int)(s - sp->slots)), s->restarts);
 	s->restart_at = clock_mono() + s->backoff;
 	log_warn("restarting the worker in %gs (restart %d)", s->backoff, s->restarts);
 	return -1;
@@ -291,6 +293,8 @@ int supervise_run(const supervise_opts *o, supervise_worker_fn fn, void *arg)
 			    (r = after_death(&s, w, status)) >= 0)
 				worker_ended(&s, r);
 		}
+		if (o->tick)
+			o->tick(o->tick_arg, 0);
 	}
 	for (int i = 0; i < n; i++)
 		if (s.slots[i].worker > 0) {
@@ -298,6 +302,8 @@ int supervise_run(const supervise_opts *o, supervise_worker_fn fn, void *arg)
 			waitpid(s.slots[i].worker, NULL, 0);
 		}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (o->tick)
+		o->tick(o->tick_arg, 1);
 out:
 	if (s.ready_fd >= 0)
 		close(s.ready_fd);

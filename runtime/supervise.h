@@ -9,6 +9,7 @@
 #ifndef PGQLUA_SUPERVISE_H
 #define PGQLUA_SUPERVISE_H
 
+#include "metrics.h"
 #include "watch.h"
 
 typedef struct supervise_opts {
@@ -17,6 +18,9 @@ typedef struct supervise_opts {
 	const char *strike_path;   /* the strike file (watch.h) */
 	int ready_fd;              /* start: the waiting process's pipe, or -1 */
 	int workers;               /* how many workers run side by side (config `workers`) */
+	metrics *metrics;          /* the workers' figures (restarts and up are the parent's), or NULL */
+	void (*tick)(void *arg, int final);   /* called every look at the workers and at the end, or NULL */
+	void *tick_arg;
 } supervise_opts;
 
 /* In a worker: its number, 0 .. workers-1. */

@@ -5,8 +5,9 @@
 # variable (also when the prefix is moved) and consumes; the embedding
 # example builds from pkg-config alone; the man page documents every
 # command, config key and exit code and is `mandoc -T lint` clean; the
-# Debian package has its dependencies, unit, user and no lintian errors, and
-# the program unpacked from it consumes.
+# Debian package has its dependencies, unit, user, maintainer, the ISC
+# license of LICENSE as its machine-readable copyright file, no lintian
+# errors, and the program unpacked from it consumes.
 source "$(dirname "$0")/lib.sh"
 BUILD=$(cd "$(dirname "$PGQLUA")" && pwd)
 P="$WORK/prefix"
@@ -101,6 +102,15 @@ for f in ./lib/systemd/system/pgqlua@.service ./usr/bin/pgqlua ./usr/share/man/m
 	./usr/share/pgqlua/lua/pgqlua/init.lua ./usr/include/pgqlua.h ./usr/share/doc/pgqlua/copyright; do
 	grep -q " $f\$" <<< "$contents" && ok "the package holds $f" || fail "the package lacks $f"
 done
+expect_match "its maintainer is no placeholder" "Maintainer: pgqlua maintainers <maintainers@pgqlua.org>" "$info"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./usr/share/doc/pgqlua/copyright > "$WORK/copyright"
+expect_match "the copyright file is machine-readable and ISC" "^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+.*
+License: ISC$" "$(head -7 "$WORK/copyright")"
+expect_eq "it carries LICENSE's permission text" "$(sed -n '/^Permission/,$p' "$ROOT/LICENSE" | sed 's/^$/./')" \
+	"$(sed -n '/^ Permission/,$p' "$WORK/copyright" | sed 's/^ //')"
+expect_eq "no placeholder is left in the packaging" "" \
+	"$(grep -rl 'example\.org\|No license' "$ROOT/packaging" "$ROOT/cmake" "$WORK/copyright" || true)"
 dpkg-deb -e "$DEB" "$WORK/control"
 expect_match "its postinst creates the pgqlua system user" "adduser --system --group .* pgqlua" \
 	"$(cat "$WORK/control/postinst")"

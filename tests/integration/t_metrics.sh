@@ -2,10 +2,13 @@
 # Prometheus metrics: metrics_listen serves GET /metrics and metrics_file
 # holds the same text; both pass `promtool check metrics`, count events by
 # outcome, batches, reloads, and carry PgQ's figures and the failed-event
-# rows.  A bad metrics_listen stops the start (exit 78).  The scrape config
+# rows.  A group run by two workers is served once, by the supervising
+# parent: one scrape shows every partition's series (partition="I") and
+# every worker's (worker="W"), with the restarts the parent counted.  A bad
+# metrics_listen stops the start (exit 78).  The scrape config
 # and alert rules in README pass `promtool check config` / `check rules`.
 source "$(dirname "$0")/lib.sh"
-reset_queues q_met
+reset_queues q_met q_metg
 PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 new_consumer q_met c_met '
 function process_event(ev)
@@ -51,6 +54,41 @@ promtool check metrics < "$WORK/c_met.prom" > "$WORK/promtool.out" 2>&1 \
 
 kill -HUP "$RUN_PID"
 wait_until 30 has "pgqlua_reloads_total{$L,result=\"ok\"} 1" && ok "a reload is counted" || fail "the reload was not counted"
+kill -TERM "$RUN_PID"
+wait "$RUN_PID" 2>/dev/null || true
+
+# a group of 4 partitions in 2 workers: the parent serves all of them
+new_consumer q_metg c_metg 'function process_event(ev) end' "partitions: 4
+workers: 2
+metrics_listen: \"127.0.0.1:$PORT\"
+metrics_file: $WORK/c_metg.prom
+stats_period: 0.2"
+LG='queue="q_metg",consumer="c_metg"'
+"$PGQLUA" run "$WORK/c_metg.yaml" >> "$WORK/c_metg.log" 2>&1 &
+RUN_PID=$!
+CHILD_PIDS+=("$RUN_PID")
+wait_until 30 has "pgqlua_up{$LG,worker=\"1\"} 1" && wait_until 30 has "pgqlua_up{$LG,worker=\"0\"} 1" \
+	&& ok "both workers are up in the parent's scrape" || fail "workers not up: $(cat "$WORK/scrape.txt" 2>&1)"
+sql "select pgq.insert_event('q_metg', 'x', 'g' || g) from generate_series(1, 40) g" > /dev/null
+for i in 0 1 2 3; do wait_drained q_metg "c_metg.p${i}of4" || fail "partition $i did not drain"; done
+ok_sum() { scrape && [ "$(awk -v l="pgqlua_events_total{$LG,partition=" 'index($0, l) == 1 && /outcome="ok"/ { n += $2 } END { print n + 0 }' "$WORK/scrape.txt")" == 40 ]; }
+wait_until 30 ok_sum && ok "one scrape counts the 40 events over the partitions" || fail "events: $(grep events_total "$WORK/scrape.txt")"
+for i in 0 1 2 3; do
+	grep -q "^pgqlua_events_total{$LG,partition=\"$i\",outcome=\"ok\"} [1-9]" "$WORK/scrape.txt" \
+		&& grep -q "^pgqlua_batch_duration_seconds_count{$LG,partition=\"$i\"} [1-9]" "$WORK/scrape.txt" \
+		&& ok "partition $i has its series" || fail "partition $i lacks its series"
+done
+pending_known() { scrape && [ "$(grep -c "^pgqlua_pending_events{$LG,partition=" "$WORK/scrape.txt")" == 4 ]; }
+wait_until 30 pending_known && ok "PgQ's figures per partition" || fail "pending per partition: $(grep pending "$WORK/scrape.txt")"
+promtool check metrics < "$WORK/scrape.txt" > "$WORK/promtool.out" 2>&1 \
+	&& ok "promtool check metrics passes on the group's scrape" || fail "promtool: $(cat "$WORK/promtool.out")"
+W1=$(pgrep -P "$RUN_PID" | head -n 1)
+W1_INDEX=$(grep -l "^worker_pid=$W1\$" "$WORK"/c_metg.yaml.pid.state* | sed -n 's/.*state\.\([0-9]*\)$/\1/p')
+kill -KILL "$W1"
+wait_until 30 has "pgqlua_worker_restarts_total{$LG,worker=\"${W1_INDEX:-0}\"} 1" \
+	&& ok "the parent counts the killed worker's restart" || fail "restart not counted: $(grep restarts "$WORK/scrape.txt")"
+file_has_g() { grep -q "^pgqlua_events_total{$LG,partition=\"3\",outcome=\"ok\"} [1-9]" "$WORK/c_metg.prom" 2>/dev/null; }
+wait_until 30 file_has_g && ok "the parent writes metrics_file with the partitions" || fail "metrics_file: $(head -c 600 "$WORK/c_metg.prom" 2>&1)"
 kill -TERM "$RUN_PID"
 wait "$RUN_PID" 2>/dev/null || true
 

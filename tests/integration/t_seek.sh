@@ -3,9 +3,11 @@
 # after the new tick; moved forward (only with --yes) it never sees the
 # skipped ones; both are refused while the consumer runs (its pid file is
 # locked, or another instance holds its claim) and a tick PgQ no longer
-# keeps is refused.  peek shows the next events and changes nothing.
+# keeps is refused.  peek shows the next events and changes nothing.  A
+# consumer group moves every partition; peek shows each partition's next
+# events; seek is refused while a member holds a partition.
 source "$(dirname "$0")/lib.sh"
-reset_queues q_seek
+reset_queues q_seek q_seekg
 sql "drop table if exists r_seek; create table r_seek (ev_id bigint, data text)"
 new_consumer q_seek c_seek '
 function process_event(ev, db)
@@ -116,6 +118,80 @@ kill -TERM "$RUN_PID"
 wait "$RUN_PID" 2>/dev/null || true
 expect_eq "the refused seeks did not move the consumer" "0" \
 	"$(sql "select count(*) from pgq.get_consumer_info('q_seek', 'c_seek') where last_tick < $P4")"
+
+# ---- a consumer group of 3 partitions
+sql "drop table if exists r_seekg; create table r_seekg (ev_id bigint, data text)"
+new_consumer q_seekg c_sg '
+function process_event(ev, db)
+  db:exec("insert into r_seekg values ($1, $2)", ev.id, ev.data)
+end' "partitions: 3
+pidfile: $WORK/g.pid"
+G="$WORK/c_sg.yaml"
+ginsert() { sql "select pgq.insert_event('q_seekg', 'x', '$1' || g) from generate_series(1, $2) g" > /dev/null; }
+gdrain() { local i; for i in 0 1 2; do await_drained q_seekg "c_sg.p${i}of3" 60 run_once c_sg || return 1; done; }
+gpositions() { sql "select string_agg(last_tick::text, ',' order by consumer_name) from pgq.get_consumer_info('q_seekg')"; }
+gtimes() {
+	sql "select count(*), coalesce(min(n), 0), coalesce(max(n), 0) from
+	     (select count(*) n from r_seekg where data like '$1%' group by ev_id) s"
+}
+ginsert pre 6
+GP0=$(wait_until 30 tick_target q_seekg) || fail "stretch pre was never ticked"
+gdrain || fail "the group did not consume stretch pre"
+ginsert a 12
+gdrain || fail "the group did not consume stretch a"
+seek "$G" --tick "$GP0"
+expect_eq "group: seek back: exit 0" 0 "$rc"
+expect_match "it names the group and the new tick" "^consumer group c_sg on queue q_seekg: 3 partitions
+new tick: $GP0 " "$(cat "$WORK/seek.out")"
+expect_eq "it prints each partition's old tick" 3 "$(grep -c '^partition [0-2] (c_sg.p[0-2]of3): old tick [0-9]* (.*), [0-9]* events to replay$' "$WORK/seek.out")"
+expect_match "and the events the group replays" "events to replay: 12" "$(cat "$WORK/seek.out")"
+expect_eq "every partition is at the new tick" "$GP0,$GP0,$GP0" "$(gpositions)"
+gdrain || fail "the group did not consume the replay"
+expect_eq "group: the events before the tick are not replayed" "6|1|1" "$(gtimes pre)"
+expect_eq "group: the stretch is processed exactly once more" "12|2|2" "$(gtimes a)"
+
+ginsert k 4
+wait_until 30 tick_target q_seekg > /dev/null || fail "stretch k was never ticked"
+gbefore=$(gpositions)
+out=$("$PGQLUA" peek "$G") && rc=0 || rc=$?
+expect_eq "group: peek: exit 0" 0 "$rc"
+expect_eq "peek shows each partition" 3 "$(grep -c '^partition [0-2] (c_sg.p[0-2]of3):$' <<< "$out")"
+expect_match "and the group's next events in all" "\(4 events in all\)$" "$out"
+out=$("$PGQLUA" peek --json "$G")
+expect_eq "peek --json names each event's partition" 4 "$(grep -c '^{"id":[0-9]*,"partition":[0-2],"time":"[^"]*","type":"x","extra1":null,"data":"k[1-4]"' <<< "$out")"
+expect_eq "group: peek changes nothing" "$gbefore" "$(gpositions)"
+gdrain || fail "the group did not consume stretch k"
+expect_eq "group: the peeked events are processed once" "4|1|1" "$(gtimes k)"
+
+ginsert c 5
+wait_until 30 tick_target q_seekg > /dev/null || fail "stretch c was never ticked"
+seek "$G" --latest
+expect_eq "group: skipping without --yes: exit 64" 64 "$rc"
+expect_match "it counts the group's events to skip" "events to skip: 5" "$(cat "$WORK/seek.out")"
+seek "$G" --latest --yes
+expect_eq "group: seek --latest --yes: exit 0" 0 "$rc"
+ginsert d 3
+gdrain || fail "the group did not consume stretch d"
+expect_eq "group: the skipped events are never processed" "0|0|0" "$(gtimes c)"
+expect_eq "group: the events after them are processed once" "3|1|1" "$(gtimes d)"
+
+# a member elsewhere (its own pid file) holds the partitions: refused
+sed "s#^pidfile: .*#pidfile: $WORK/g2.pid#" "$G" > "$WORK/c_sg_b.yaml"
+"$PGQLUA" run "$WORK/c_sg_b.yaml" >> "$WORK/c_sg.log" 2>&1 &
+MEMBER_PID=$!
+CHILD_PIDS+=("$MEMBER_PID")
+claims() { sql "select count(*) from pg_locks where locktype = 'advisory' and granted and objsubid = 2
+	and classid::int8 = (hashtext('pgqlua/q_seekg')::int8 & 4294967295)"; }
+gheld() { [ "$(claims)" == 3 ]; }
+wait_until 30 gheld || fail "the member never took the 3 partitions"
+seek "$G" --tick "$GP0"
+expect_eq "group: seek while a member holds a partition: exit 2" 2 "$rc"
+expect_match "it names the partition and its member" "^pgqlua: seek: consumer group c_sg on queue q_seekg is running \(partition 0 is held by member [^)]+:[0-9]+\): stop every member first$" \
+	"$(cat "$WORK/seek.err")"
+kill -TERM "$MEMBER_PID"
+wait "$MEMBER_PID" 2>/dev/null || true
+expect_eq "group: the refused seek moved no partition back" 0 \
+	"$(sql "select count(*) from pgq.get_consumer_info('q_seekg') where last_tick <= $GP0")"
 
 # ---- before the oldest kept tick: rotate the event tables until PgQ drops the old ticks
 sql "select pgq.set_queue_config('q_seek', 'rotation_period', '0')" > /dev/null
