@@ -58,6 +58,9 @@ typedef struct config {
 	long long http_max_body; /* pgq.http: largest response body, bytes */
 	char *http_ca_file;      /* pgq.http: more trusted CAs (PEM); NULL: the system's only */
 	int http_idempotency_key; /* pgq.http: add Idempotency-Key to an event's requests */
+	char *smtp_url;          /* pgq.mail.send: the SMTP server; NULL: none */
+	char *smtp_user;         /* pgq.mail.send: login, over the URL's; NULL: the URL's */
+	char *smtp_password;     /* pgq.mail.send: its password; NULL: the URL's */
 } config;
 
 typedef enum config_status {
