@@ -47,6 +47,7 @@ static const cfg_key cfg_keys[] = {
 	{"max_crashes", CFG_INT, OFF(max_crashes), "3", 0, 0, "times one event may kill the worker (deadline, crash, out of memory) before it goes to the failed-event table"},
 	{"lua_path", CFG_LUA_PATH, OFF(lua_path), NULL, 0, 0, "more places for require, like package.path (\"lib/?.lua;lib/?/init.lua\"), relative to this file"},
 	{"env_allow", CFG_NAMES, OFF(env_allow), NULL, 0, 0, "environment variables the script may read with os.getenv (a list; others read as nil)"},
+	{"lua_modules", CFG_NAMES, OFF(lua_modules), NULL, 0, 0, "C modules from the system's Lua 5.4 folders the script may require, as a list ([cjson, lpeg]; a name lets its submodules too); others are refused"},
 	{"http_timeout", CFG_SECONDS, OFF(http_timeout), "30", 0, 0, "seconds one pgq.http request may take when the request gives no timeout"},
 	{"http_concurrency", CFG_INT, OFF(http_concurrency), "16", 0, 0, "pgq.http.send requests in flight at most"},
 	{"http_max_body", CFG_BYTES, OFF(http_max_body), "10MB", 0, 0, "largest response body pgq.http reads; a longer one is an error"},

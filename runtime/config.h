@@ -51,6 +51,7 @@ typedef struct config {
 	int max_crashes;         /* deaths of the worker in one event before it fails */
 	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
 	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
+	char *lua_modules;       /* C modules require may load, comma-separated; NULL: none */
 	char *metrics_listen;    /* HOST:PORT for GET /metrics; NULL: off */
 	char *metrics_file;      /* Prometheus textfile, resolved; NULL: off */
 	double http_timeout;     /* pgq.http: seconds per request unless the request says */

@@ -752,7 +752,13 @@ function M.load(script, opts)
   for k, v in pairs(STRING_MT) do self.string_mt[k] = v end
   self.string_mt.__index = libs.string
   local host = new_host(self)
-  local env = sandbox.new_env(libs, path, host)
+  local modules = self.config.lua_modules
+  if type(modules) == "string" then
+    local list = {}
+    for name in modules:gmatch("[^,%s]+") do list[#list + 1] = name end
+    modules = list
+  end
+  local env = sandbox.new_env(libs, path, host, modules)
   self.env = env
   env.package.preload["pgqlua.host"] = function() return host end
 
