@@ -684,7 +684,9 @@ end
 -- opts.config: what init sees and the rules use (merged over
 -- testing.DEFAULT_CONFIG: max_retries, retry_delay, event_timeout, ...);
 -- opts.answers: a list of { match = "sql pattern", rows = {...}, count = n }
--- or { match = ..., error = "..." } (see Consumer:answer).
+-- or { match = ..., error = "..." } (see Consumer:answer); opts.env:
+-- environment variables for os.getenv ({ NAME = "value" }, over the
+-- process's; env_allow in the config still decides what the script reads).
 -- Raises the runtime's load error (file:line) if the script does not load.
 function M.load(script, opts)
   opts = opts or {}
@@ -744,7 +746,13 @@ function M.load(script, opts)
     for name in allow:gmatch("[^,%s]+") do list[#list + 1] = name end
     allow = list
   end
-  libs.os.getenv = sandbox.make_getenv(os.getenv, allow)
+  -- opts.env: variables the script's environment has besides the
+  -- process's (still only those env_allow lists)
+  local given = opts.env or {}
+  libs.os.getenv = sandbox.make_getenv(function(name)
+    if given[name] ~= nil then return given[name] end
+    return os.getenv(name)
+  end, allow)
   self._deadline_hook = deadline_hook_for(self)
   self._msgh = msgh_for(self)
   libs.coroutine = new_coroutine_lib(self)
