@@ -1096,7 +1096,9 @@ end
 --   outcome    "OK", "RETRY", "FAILED", "ABORT_BATCH", "ERROR", or nil when
 --              the event was not run (after an ABORT_BATCH or a failed hook)
 --   delay      RETRY: the delay the script returned (nil: none given)
---   reason     FAILED: the reason ("failed by the script" when none)
+--   reason     FAILED: the reason ("failed by the script" when none);
+--              RETRY: why, when a pgq.http.send gave the RETRY (the runtime
+--              logs it with the retry and keeps it at max_retries)
 --   error      ERROR: the runtime's error text (file:line: message);
 --              traceback: the full one
 --   action     what the runtime does next: "done", "retry" (retry_in:
@@ -1178,7 +1180,9 @@ function Consumer:run(events, opts)
         end
       end
       r.outcome = outcome
-      if outcome == "RETRY" then r.delay = delay end
+      -- a RETRY may carry a reason (a send's status, on_response): the
+      -- runtime logs it with the retry and keeps it at max_retries
+      if outcome == "RETRY" then r.delay, r.reason = delay, msg end
       if outcome == "FAILED" then r.reason = msg end
       if outcome == "ERROR" then r.error, r.traceback = msg, tb end
       r.kept = outcome == "OK"
@@ -1196,7 +1200,7 @@ function Consumer:run(events, opts)
         r.action, r.failed = "failed", msg
       else
         local max = math.tointeger(self.config.max_retries) or rules.DEFAULTS.max_retries
-        local reason = rules.retries_used_up(ev.retry, max, outcome == "ERROR" and msg or "")
+        local reason = rules.retries_used_up(ev.retry, max, msg or "")
         if reason then
           r.action = "failed"
           r.failed = clip(reason, REASON_MAX)

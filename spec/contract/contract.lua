@@ -92,8 +92,8 @@ function M.expected_lines(spec)
       lines[#lines + 1] = string.format("event #%d: moved to the failed-event table: %s", i, x.failed or x.reason)
     elseif x.outcome ~= "OK" then
       need(x.retry_in, spec, i, "retry_in or failed")
-      lines[#lines + 1] = string.format("event #%d: retry 1 in %.3gs%s", i, x.retry_in,
-        x.outcome == "ERROR" and ": " .. x.error or "")
+      local why = x.outcome == "ERROR" and x.error or x.reason
+      lines[#lines + 1] = string.format("event #%d: retry 1 in %.3gs%s", i, x.retry_in, why and ": " .. why or "")
     end
     ::continue::
   end
@@ -118,8 +118,9 @@ function M.mock_lines(run)
       elseif r.action == "failed" then
         lines[#lines + 1] = string.format("event #%d: moved to the failed-event table: %s", i, r.failed)
       elseif r.action == "retry" then
+        local why = r.outcome == "ERROR" and r.error or r.reason
         lines[#lines + 1] = string.format("event #%d: retry %d in %.3gs%s", i, r.ev.retry + 1, r.retry_in,
-          r.outcome == "ERROR" and ": " .. r.error or "")
+          why and ": " .. why or "")
       end
     end
   end
