@@ -44,10 +44,11 @@ function M.load(dir, name)
   return spec
 end
 
--- the local HTTP test server's URLs read http://HOST (its port varies)
+-- the local HTTP and SMTP test servers' URLs read http://HOST and
+-- smtp://HOST (their ports vary)
 local function norm(line)
   return (testing.strip_dirs(line):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
-    :gsub("http://127%.0%.0%.1:%d+", "http://HOST"))
+    :gsub("http://127%.0%.0%.1:%d+", "http://HOST"):gsub("smtp://127%.0%.0%.1:%d+", "smtp://HOST"))
 end
 
 -- a statement given as { sql =, params =, send = true } was a db:send
@@ -193,13 +194,16 @@ end
 
 function M.config_lines(spec)
   local c = spec.config or {}
-  return table.concat({
+  local lines = {
     "retry_delay: " .. tostring(c.retry_delay or testing.DEFAULT_CONFIG.retry_delay),
     "max_retries: " .. tostring(c.max_retries or testing.DEFAULT_CONFIG.max_retries),
     "event_timeout: " .. tostring(c.event_timeout or testing.DEFAULT_CONFIG.event_timeout),
     "log_level: trace",
-    c.env_allow and ("env_allow: [" .. table.concat(c.env_allow, ", ") .. "]") or nil,
-  }, "\n")
+  }
+  if c.env_allow then lines[#lines + 1] = "env_allow: [" .. table.concat(c.env_allow, ", ") .. "]" end
+  -- the runtime's mails go to the local test server (PGQLUA_TEST_SMTP)
+  if c.smtp_url then lines[#lines + 1] = 'smtp_url: "' .. (os.getenv("PGQLUA_TEST_SMTP") or c.smtp_url) .. '"' end
+  return table.concat(lines, "\n")
 end
 
 function M.main(args)
