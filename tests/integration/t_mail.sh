@@ -2,8 +2,9 @@
 # pgq.mail.send against the local test SMTP server (tests/tools/smtpd.py):
 # the mails of a run arrive with their envelope, headers and parts; a
 # refused recipient fails the event with the server's reason and undoes
-# its writes; a login from the URL or from smtp_user/smtp_password, a
-# refused one named without the secrets.
+# its writes; event_timeout ends a wait on a server that does not answer;
+# a login from the URL or from smtp_user/smtp_password, a refused one
+# named without the secrets.
 source "$(dirname "$0")/lib.sh"
 
 start_smtpd() { # NAME [ARGS...]: a server whose port goes to $WORK/NAME.port
@@ -70,6 +71,20 @@ expect_match "a refused recipient fails the event with the server's reason" \
 	"$failed"
 expect_eq "the refused event's writes are undone, the others kept" "1,2,4" \
 	"$(sql "select string_agg(who, ',' order by ev_id) from m_sent")"
+
+# ---- event_timeout ends a wait on a server that does not answer
+reset_queues q_mail_hang
+new_consumer q_mail_hang c_mail_hang "
+function process_event(ev, db)
+  pgq.mail.send{ from = 'shop@example.com', to = ev.data, text = 'hello' }
+end" "max_retries: 0
+event_timeout: 1
+smtp_url: \"$SMTP\""
+sql "select pgq.insert_event('q_mail_hang', 'x', 'hang@example.com')" > /dev/null
+drain q_mail_hang c_mail_hang || fail "q_mail_hang did not drain"
+expect_eq "event_timeout ends the wait for a server that does not answer" \
+	"max_retries (0) reached: event_timeout exceeded: the script ran for more than 1 seconds" \
+	"$(sql "select reason from pgqlua.failed_event where queue_name = 'q_mail_hang'")"
 
 # ---- a login: from the URL, or from smtp_user / smtp_password
 new_consumer q_mail_auth c_mail_auth "

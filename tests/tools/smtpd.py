@@ -4,7 +4,8 @@
 Listens on 127.0.0.1 only, on a free port it writes to --port-file, and stops by itself after
 --lifetime seconds (or when --parent-pid is gone).  ESMTP with EHLO, MAIL, RCPT, DATA, RSET, NOOP,
 QUIT and, with --user and --password, AUTH PLAIN (a wrong login gets 535).  A recipient whose
-local part starts with "nobody" is refused: "550 5.1.1 <ADDR>: no such user here".
+local part starts with "nobody" is refused: "550 5.1.1 <ADDR>: no such user here"; one whose
+local part starts with "hang" gets no answer until the client goes.
 Each mail accepted is written to --spool as N.json: {from, rcpt, data, user, connection}
 (connection: the number of the TCP connection it came on, from 1).
 """
@@ -71,6 +72,9 @@ class Handler(socketserver.StreamRequestHandler):
                 self.reply("250 2.1.0 ok")
             elif verb == "RCPT":
                 addr = arg.split(":", 1)[1].strip().strip("<>")
+                if addr.lower().startswith("hang"):
+                    self.rfile.readline()   # no answer until the client goes
+                    return
                 if addr.lower().startswith("nobody"):
                     self.reply("550 5.1.1 <%s>: no such user here" % addr)
                 else:
