@@ -98,7 +98,8 @@ end
 function M.address(s)
   if type(s) ~= "string" or find(s, "[\r\n%z]") then return nil end
   local a = match(s, "<([^<>]*)>%s*$") or match(s, "^%s*(.-)%s*$")
-  if not find(a, "^[^%s<>@,;\"]+@[^%s<>@,;\"]+$") then return nil end
+  -- at most 254 characters (RFC 5321's path limit)
+  if #a > 254 or not find(a, "^[^%s<>@,;\"]+@[^%s<>@,;\"]+$") then return nil end
   return a
 end
 

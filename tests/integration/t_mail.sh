@@ -57,6 +57,8 @@ expect_eq "every accepted mail arrived, with its envelope" \
 	"shop@example.com ann@example.com
 shop@example.com bo@example.com,cy@example.com,boss@example.com
 shop@example.com di@example.com" "$(mails 'm["from"] + " " + ",".join(m["rcpt"])')"
+expect_eq "the connection is kept: the second mail goes on the first one's" "1 1" \
+	"$(mails 'm["connection"]' | sed -n 1,2p | tr '\n' ' ' | sed 's/ $//')"
 first=$(mails 'm["data"]' | sed -n '1,20p')
 expect_match "the headers: From, To, Subject (encoded), the script's Reply-To, MIME" \
 	"From: Shop <shop@example.com>.*To: ann@example.com.*Subject: =\?UTF-8\?B\?T3JkZXIgMSDigJMgY29uZmlybWVk\?=.*Reply-To: help@example.com.*MIME-Version: 1.0.*Content-Type: text/plain; charset=utf-8" \
