@@ -18,7 +18,7 @@ local consumer_script = {
   std = "none",
   read_globals = {
     pgq = { fields = { "EVENT_OK", "EVENT_FAILED", "EVENT_RETRY", "ABORT_BATCH", "null", "log", "urldecode",
-                       "json_decode", http = { fields = { "request", "send" } } } },
+                       "json_decode", http = { fields = { "request", "send" } }, mail = { fields = { "send" } } } },
     "_VERSION", "assert", "collectgarbage", "error", "getmetatable", "ipairs", "load", "next",
     "pairs", "pcall", "print", "rawequal", "rawget", "rawlen", "rawset", "require", "select",
     "setmetatable", "tonumber", "tostring", "type", "xpcall", "coroutine", "math", "string", "table",
@@ -34,7 +34,7 @@ files["spec/contract/"] = consumer_script
 files["spec/"] = { std = "+busted" }
 -- the busted helpers the kit registers (pgqlua.testing)
 files["spec/"].read_globals = {
-  assert = { fields = { "outcome", "executed", "sql", "requested" }, other_fields = true },
+  assert = { fields = { "outcome", "executed", "sql", "requested", "mailed" }, other_fields = true },
 }
 files["spec/contract/contract.lua"] = { std = "lua54" }
 files["spec/contract/ct_lib/"] = consumer_script

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 /* a config is a few hundred bytes; more is not a config */
@@ -46,11 +47,15 @@ static const cfg_key cfg_keys[] = {
 	{"max_crashes", CFG_INT, OFF(max_crashes), "3", 0, 0, "times one event may kill the worker (deadline, crash, out of memory) before it goes to the failed-event table"},
 	{"lua_path", CFG_LUA_PATH, OFF(lua_path), NULL, 0, 0, "more places for require, like package.path (\"lib/?.lua;lib/?/init.lua\"), relative to this file"},
 	{"env_allow", CFG_NAMES, OFF(env_allow), NULL, 0, 0, "environment variables the script may read with os.getenv (a list; others read as nil)"},
+	{"lua_modules", CFG_NAMES, OFF(lua_modules), NULL, 0, 0, "C modules from the system's Lua 5.4 folders the script may require, as a list ([cjson, lpeg]; a name lets its submodules too); others are refused"},
 	{"http_timeout", CFG_SECONDS, OFF(http_timeout), "30", 0, 0, "seconds one pgq.http request may take when the request gives no timeout"},
 	{"http_concurrency", CFG_INT, OFF(http_concurrency), "16", 0, 0, "pgq.http.send requests in flight at most"},
 	{"http_max_body", CFG_BYTES, OFF(http_max_body), "10MB", 0, 0, "largest response body pgq.http reads; a longer one is an error"},
 	{"http_ca_file", CFG_PATH, OFF(http_ca_file), NULL, 0, 0, "PEM file of CA certificates pgq.http trusts besides the system's, relative to this file"},
 	{"http_idempotency_key", CFG_BOOL, OFF(http_idempotency_key), "true", 0, 0, "add Idempotency-Key: queue/consumer/event id to every pgq.http request made for an event"},
+	{"smtp_url", CFG_STR, OFF(smtp_url), NULL, 0, 0, "SMTP server of pgq.mail.send: smtp://host:port or smtps://host:port (a user and password in it are used, never shown)"},
+	{"smtp_user", CFG_STR, OFF(smtp_user), NULL, 0, 0, "user name pgq.mail.send logs in with (unset: the one in smtp_url, or none)"},
+	{"smtp_password", CFG_STR, OFF(smtp_password), NULL, 0, 0, "password pgq.mail.send logs in with, e.g. \"${SMTP_PASSWORD}\" (never shown)"},
 	{"pidfile", CFG_PATH, OFF(pidfile), NULL, 0, 1, "pid file, relative to this file"},
 	{"logfile", CFG_PATH, OFF(logfile), NULL, 0, 0, "log file, relative to this file (unset: stderr)"},
 	{"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 0, "error, warn, info, debug or trace"},
@@ -157,6 +162,12 @@ static config_status take_value(parse_state *ps, config *cfg, const yaml_event_t
 	}
 	if (key->offset == OFF(fetch_size) && cfg->fetch_size < 1) {
 		snprintf(err, errlen, "%s:%zu:%zu: fetch_size must be at least 1", ps->name, line, col);
+		return CONFIG_ERR_INVALID;
+	}
+	if (key->offset == OFF(smtp_url) && strncasecmp(cfg->smtp_url, "smtp://", 7) != 0 &&
+	    strncasecmp(cfg->smtp_url, "smtps://", 8) != 0) {
+		/* the value is not quoted: it may hold a password */
+		snprintf(err, errlen, "%s:%zu:%zu: smtp_url must start with smtp:// or smtps://", ps->name, line, col);
 		return CONFIG_ERR_INVALID;
 	}
 	if (key->offset == OFF(workers) && (cfg->workers < 1 || cfg->workers > CONFIG_WORKERS_MAX)) {

@@ -51,6 +51,7 @@ typedef struct config {
 	int max_crashes;         /* deaths of the worker in one event before it fails */
 	char *lua_path;          /* extra require templates ("a/?.lua;b/?.lua"), resolved; NULL: none */
 	char *env_allow;         /* variables os.getenv may read, comma-separated; NULL: none */
+	char *lua_modules;       /* C modules require may load, comma-separated; NULL: none */
 	char *metrics_listen;    /* HOST:PORT for GET /metrics; NULL: off */
 	char *metrics_file;      /* Prometheus textfile, resolved; NULL: off */
 	double http_timeout;     /* pgq.http: seconds per request unless the request says */
@@ -58,6 +59,9 @@ typedef struct config {
 	long long http_max_body; /* pgq.http: largest response body, bytes */
 	char *http_ca_file;      /* pgq.http: more trusted CAs (PEM); NULL: the system's only */
 	int http_idempotency_key; /* pgq.http: add Idempotency-Key to an event's requests */
+	char *smtp_url;          /* pgq.mail.send: the SMTP server; NULL: none */
+	char *smtp_user;         /* pgq.mail.send: login, over the URL's; NULL: the URL's */
+	char *smtp_password;     /* pgq.mail.send: its password; NULL: the URL's */
 } config;
 
 typedef enum config_status {

@@ -165,8 +165,8 @@ static int set_lua_path(config *cfg, const cfg_key *k, const char *v, char *err,
 	return 0;
 }
 
-/* env_allow: add names (one list item, or a string of names separated by
- * commas or spaces) to the comma-separated list. */
+/* env_allow, lua_modules: add names (one list item, or a string of names
+ * separated by commas or spaces) to the comma-separated list. */
 static int add_names(config *cfg, const cfg_key *k, const char *v, char *err, size_t errlen)
 {
 	char **field = (char **)((char *)cfg + k->offset);
@@ -203,7 +203,8 @@ static int add_names(config *cfg, const cfg_key *k, const char *v, char *err, si
 	return 0;
 bad:
 	free(out);
-	snprintf(err, errlen, "%s must list environment variable names (letters, digits and _)", k->name);
+	snprintf(err, errlen, "%s must list %s names (letters, digits and _)", k->name,
+	         k->offset == OFF(lua_modules) ? "module" : "environment variable");
 	return -1;
 }
 

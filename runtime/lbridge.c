@@ -296,10 +296,9 @@ static void set_path(lua_State *L, const lb_script *s) /* MAY_LJMP */
 	lua_pop(L, 2);
 }
 
-/* The config's env_allow as a Lua list. */
-static void push_env_allow(lua_State *L, const config *c) /* MAY_LJMP */
+/* A list of names of the config (env_allow, lua_modules) as a Lua list. */
+static void push_names(lua_State *L, const char *p) /* MAY_LJMP */
 {
-	const char *p = c->env_allow;
 	int n = 0;
 	lua_newtable(L);
 	while (p && *p) {
@@ -397,9 +396,11 @@ static int load_tramp(lua_State *L) /* MAY_LJMP */
 	lua_call(L, 1, 1);                           /* pgq sandbox */
 	lua_getfield(L, -1, "apply");
 	lua_pushglobaltable(L);
-	lua_createtable(L, 0, 1);
-	push_env_allow(L, s->cfg);
+	lua_createtable(L, 0, 2);
+	push_names(L, s->cfg->env_allow);
 	lua_setfield(L, -2, "env_allow");
+	push_names(L, s->cfg->lua_modules);
+	lua_setfield(L, -2, "lua_modules");
 	lua_call(L, 2, 0);
 	lua_pop(L, 1);                               /* pgq */
 	lua_getfield(L, -1, "null");

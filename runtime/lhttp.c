@@ -14,7 +14,7 @@
 #include <string.h>
 
 
-static int buf_add(buf *b, const char *p, size_t n)
+int lhttp_buf_add(buf *b, const char *p, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 4096;
@@ -64,7 +64,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 		g->over_limit = 1;
 		return 0;
 	}
-	return buf_add(&g->body, p, len) == 0 ? len : 0;
+	return lhttp_buf_add(&g->body, p, len) == 0 ? len : 0;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -77,7 +77,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		g->head.len = 0;
 	if (g->head.len + len > HEADERS_MAX)
 		return 0;
-	return buf_add(&g->head, p, len) == 0 ? len : 0;
+	return lhttp_buf_add(&g->head, p, len) == 0 ? len : 0;
 }
 
 lhttp *lhttp_new(const config *cfg, lhttp_wait_fn wait, void *wait_arg, char *err, size_t errlen)
@@ -283,9 +283,46 @@ const char *lhttp_setup(lua_State *L, req_guard *g) /* MAY_LJMP */
 }
 
 /*
+ * Add g's transfer to the multi handle and drive the transfers until it
+ * has ended (*rc its result); sends that end meanwhile are kept for their
+ * settling.  Waits in slices of SLICE seconds, asking h->wait between
+ * them: the Lua hook cannot run while C waits.  NULL, or the text that
+ * ended the wait (the deadline, a stop).
+ */
+const char *lhttp_wait_one(lhttp *h, req_guard *g, CURLcode *rc)
+{
+	const char *why;
+	int running;
+
+	if (curl_multi_add_handle(h->multi, g->easy) != CURLM_OK)
+		return "libcurl refused the transfer";
+	g->added = 1;
+	for (;;) {
+		CURLMsg *m;
+		int queued;
+		double left = -1, slice = SLICE;
+		if (curl_multi_perform(h->multi, &running) != CURLM_OK)
+			return "libcurl failed";
+		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			if (m->easy_handle == g->easy) {
+				*rc = m->data.result;
+				return NULL;
+			}
+			lhttp_send_done(h, m->easy_handle, m->data.result);
+		}
+		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
+			return why;
+		if (left >= 0 && left < slice)
+			slice = left;
+		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
+	}
+}
+
+/*
  * host.http_request(prepared): the response table, or nil and libcurl's
- * reason.  Waits in slices of SLICE seconds, asking h->wait between them:
- * the Lua hook cannot run while C waits.  MAY_LJMP
+ * reason.  MAY_LJMP
  */
 static int http_request(lua_State *L)
 {
@@ -293,7 +330,6 @@ static int http_request(lua_State *L)
 	req_guard *g;
 	const char *why;
 	CURLcode rc = CURLE_OK;
-	int done = 0, running;
 	long status = 0;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -308,33 +344,8 @@ static int http_request(lua_State *L)
 	if ((why = lhttp_setup(L, g)) != NULL)
 		return lhttp_raise_released(L, g, why);
 	lua_settop(L, 2);
-	if (curl_multi_add_handle(h->multi, g->easy) != CURLM_OK)
-		return lhttp_raise_released(L, g, "pgq.http.request: libcurl refused the request");
-	g->added = 1;
-
-	while (!done) {
-		CURLMsg *m;
-		int queued;
-		double left = -1, slice = SLICE;
-		if (curl_multi_perform(h->multi, &running) != CURLM_OK)
-			return lhttp_raise_released(L, g, "pgq.http.request: libcurl failed");
-		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			if (m->easy_handle == g->easy) {
-				rc = m->data.result;
-				done = 1;
-			} else
-				lhttp_send_done(h, m->easy_handle, m->data.result);
-		}
-		if (done)
-			break;
-		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
-			return lhttp_raise_released(L, g, why);
-		if (left >= 0 && left < slice)
-			slice = left;
-		curl_multi_poll(h->multi, NULL, 0, (int)(slice * 1000) + 1, NULL);
-	}
+	if ((why = lhttp_wait_one(h, g, &rc)) != NULL)
+		return lhttp_raise_released(L, g, why);
 	if (rc != CURLE_OK) {
 		lua_pushnil(L);
 		lhttp_push_reason(L, g, rc);
@@ -369,4 +380,5 @@ void lhttp_register(lua_State *L, lhttp *h)
 	lua_pushlightuserdata(L, h);
 	lua_pushcclosure(L, lhttp_send_fn, 1);
 	lua_setfield(L, -2, "http_send");
+	lmail_register(L, h);
 }

@@ -1,8 +1,9 @@
 /*
  * lhttp_int.h - the inside of pgq.http, shared by lhttp.c (the transport:
  * one request, its callbacks and errors, pgq.http.request) and
- * lhttp_send.c (pgq.http.send: requests in flight and their settling).
- * Nothing else includes it.
+ * lhttp_send.c (pgq.http.send: requests in flight and their settling) and
+ * lmail.c (pgq.mail.send over the same multi handle).  Nothing else
+ * includes it.
  */
 #ifndef PGQLUA_LHTTP_INT_H
 #define PGQLUA_LHTTP_INT_H
@@ -56,9 +57,13 @@ struct req_guard {
 	int over_limit;        /* the body passed http_max_body */
 	double timeout;        /* seconds, for the message */
 	char errbuf[CURL_ERROR_SIZE];
+	size_t up_off;         /* pgq.mail.send: bytes of body uploaded */
+	char reply[256];       /* pgq.mail.send: the server's last 4xx/5xx reply */
 };
 
+int lhttp_buf_add(buf *b, const char *p, size_t n);
 void lhttp_guard_release(req_guard *g);
+const char *lhttp_wait_one(lhttp *h, req_guard *g, CURLcode *rc);
 void lhttp_push_headers(lua_State *L, const buf *head);
 int lhttp_raise_released(lua_State *L, req_guard *g, const char *msg);
 void lhttp_push_reason(lua_State *L, req_guard *g, CURLcode rc);
@@ -67,5 +72,6 @@ const char *lhttp_setup(lua_State *L, req_guard *g);
 void lhttp_send_done(lhttp *h, CURL *easy, CURLcode rc);
 const char *lhttp_drive(lhttp *h, int most, int row);
 int lhttp_send_fn(lua_State *L);
+void lmail_register(lua_State *L, lhttp *h);
 
 #endif

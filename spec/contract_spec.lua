@@ -20,7 +20,7 @@ describe("the contract fixtures", function()
     describe(name, function()
       local spec = contract.load(DIR, name)
       local run = testing.run(spec.script, spec.events, { config = spec.config, answers = spec.answers,
-        http_answers = spec.http_answers })
+        http_answers = spec.http_answers, mail_answers = spec.mail_answers })
 
       it("runs through the mock runner as its expectations say", function()
         for i, r in ipairs(run.events) do

@@ -130,8 +130,9 @@ describe("pgqlua.sandbox", function()
       assert.are.equal("/usr/share/lua/5.4/?.lua;./?.lua", G.package.path)
     end)
 
-    it("keeps the preload searcher and a text-only Lua searcher, out of the script's reach", function()
-      assert.are.equal(2, #real_package.searchers)
+    it("keeps the preload searcher, a text-only Lua searcher and lua_modules' C searcher, out of the script's reach",
+      function()
+      assert.are.equal(3, #real_package.searchers)
       assert.are.equal(original_searchers[1], real_package.searchers[1])
       assert.are_not.equal(original_searchers[2], real_package.searchers[2])
       assert.is_nil(G.package.searchers)
@@ -269,6 +270,53 @@ describe("pgqlua.sandbox", function()
     it("uses the environment it is given", function()
       local f = assert(G.load("return answer", "=chunk", "t", { answer = 42 }))
       assert.are.equal(42, f())
+    end)
+  end)
+
+  describe("lua_modules", function()
+    local dir, script
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir '" .. dir .. "'"))
+      script = dir .. "/cmod.lua"
+      local f = assert(io.open(script, "w"))
+      f:write([[
+function process_event(ev, db)
+  local m = require(ev.data)
+  return pgq.EVENT_FAILED, type(m)
+end
+]])
+      f:close()
+    end)
+    teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+    local testing = require "pgqlua.testing"
+
+    it("lets a listed C module and its submodules load, and no other", function()
+      assert.is_true(sandbox.c_module_allowed("lpeg", { "lpeg" }))
+      assert.is_true(sandbox.c_module_allowed("socket.core", { "cjson", "socket" }))
+      assert.is_false(sandbox.c_module_allowed("socketx", { "socket" }))
+      assert.is_false(sandbox.c_module_allowed("lpeg", nil))
+    end)
+
+    it("loads lpeg (Debian's lua-lpeg) when lua_modules lists it", function()
+      local c = testing.load(script, { config = { lua_modules = { "lpeg" } } })
+      assert.outcome(c:event({ data = "lpeg" }), "FAILED", "table")
+    end)
+
+    it("refuses a C module lua_modules does not list, saying so", function()
+      local c = testing.load(script, { config = { lua_modules = { "cjson" } } })
+      assert.outcome(c:event({ data = "lpeg" }), {
+        outcome = "ERROR",
+        error_match = "^module 'lpeg' is a C module %(/usr/lib/[%w_/.-]*lpeg%.so%): it loads only"
+          .. " when lua_modules in the config lists it$" })
+    end)
+
+    it("finds no module that is in neither folder", function()
+      local c = testing.load(script)
+      local r = c:event({ data = "no_such_module_x" })
+      assert.truthy(r.error:find("module 'no_such_module_x' not found:", 1, true))
+      assert.truthy(r.error:find("no C module 'no_such_module_x' in the system's Lua 5.4 folders", 1, true))
     end)
   end)
 end)

@@ -88,6 +88,30 @@ function pgq.http.request(req) end
 ---@param on_response? fun(res: pgq.http.res): integer?, (number|string)?
 function pgq.http.send(req, on_response) end
 
+---A mail for pgq.mail.send.
+---@class pgq.mail.msg
+---@field from string "a@b" or "Name <a@b>"
+---@field to string|string[] one address or a list
+---@field cc? string|string[]
+---@field bcc? string|string[] recipients not shown in the headers
+---@field subject? string
+---@field text? string the plain text (text, html or both)
+---@field html? string the HTML part (with text: multipart/alternative)
+---@field headers? table<string, string|number> more headers (Reply-To, Message-ID, ...)
+---@field timeout? number seconds, default http_timeout
+
+---@class pgq.mail
+pgq.mail = {}
+
+---One mail through the config's smtp_url, waited for.  A refused sender or
+---recipient, a refused login or a transport failure raises
+---"pgq.mail.send: URL: reason; the server said: 550 ..." (the URL without
+---its login).  A mail cannot be taken back: an event retried after its mail
+---went out sends it again.
+---@param msg pgq.mail.msg
+---@return true
+function pgq.mail.send(msg) end
+
 ---@class pgq.event
 ---@field id integer ev_id, unique within the queue
 ---@field txid integer the producer's transaction id

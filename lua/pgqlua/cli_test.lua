@@ -11,6 +11,9 @@
 -- (scripted db:exec answers: { match, rows, count } or { match, error }),
 -- `http_answers` (scripted pgq.http answers: { match, status, headers,
 -- body } or { match, error = "timeout" }, `once: true` for one request),
+-- `mail_answers` (scripted pgq.mail.send answers: { match } accepts the
+-- mails to a matching recipient, { match, error = "550 5.1.1 ..." }
+-- refuses them, `once: true` for one mail),
 -- and `batch` (fields of the batch table the hooks see).  An event has the
 -- fields of ev (type, data, extra1..extra4, retry, id, txid, time), or
 -- `logutriga:` / `jsontriga:` with { op, table, pkey, row } for a row event
@@ -76,10 +79,10 @@ function M.parse(doc, name)
   else
     spec = doc
     for k in pairs(doc) do
-      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "http_answers" and k ~= "batch"
-          and k ~= "expect_batch" and k ~= "description" then
-        return nil, string.format("%s: unknown key '%s' (events, config, answers, http_answers, batch,"
-          .. " expect_batch, description)", name, k)
+      if k ~= "events" and k ~= "config" and k ~= "answers" and k ~= "http_answers" and k ~= "mail_answers"
+          and k ~= "batch" and k ~= "expect_batch" and k ~= "description" then
+        return nil, string.format("%s: unknown key '%s' (events, config, answers, http_answers, mail_answers,"
+          .. " batch, expect_batch, description)", name, k)
       end
     end
     if type(spec.events) ~= "table" then return nil, name .. ": no events list" end
@@ -115,7 +118,7 @@ function M.parse(doc, name)
     events[i] = ev
   end
   return { events = events, expects = expects, config = spec.config, answers = spec.answers,
-           http_answers = spec.http_answers,
+           http_answers = spec.http_answers, mail_answers = spec.mail_answers,
            batch = spec.batch, expect_batch = spec.expect_batch }
 end
 
@@ -148,6 +151,9 @@ local function report(r, expect)
   end
   for _, h in ipairs(r.http or {}) do
     out("    http ", testing.http_text(h), "\n")
+  end
+  for _, m in ipairs(r.mails or {}) do
+    out("    mail ", testing.mail_text(m), "\n")
   end
   for _, l in ipairs(r.logs) do
     out(string.format("    log %s %s: %s\n", l.level, l.where, l.message))
@@ -251,7 +257,8 @@ function M.main(args)
   end
 
   local ok, consumer = pcall(testing.load, script, { config = spec.config, answers = spec.answers,
-                                                     http_answers = spec.http_answers })
+                                                     http_answers = spec.http_answers,
+                                                     mail_answers = spec.mail_answers })
   if not ok then
     io.stderr:write("pgqlua: test: ", tostring(consumer), "\n")
     return 1

@@ -2,10 +2,13 @@
 -- pgq.null, logging into the runtime's log, and payload decoders.
 -- The runtime and the mock batch runner load this same module; each lends
 -- it a `pgqlua.host` module with log(level, message), loadfile(path) (text
--- chunks only), http_context() and http_request(prepared request).
+-- chunks only), http_context(), http_request(prepared request),
+-- http_send(prepared request, on_response), mail_context() and
+-- mail_send(prepared message).
 local host = require "pgqlua.host"
 local payload = require "pgqlua.payload"
 local http = require "pgqlua.http"
+local mail = require "pgqlua.mail"
 local rules = require "pgqlua.rules"
 
 local pgq = {}
@@ -57,6 +60,22 @@ function pgq.http.send(req, on_response)
     error("pgq.http.send: on_response must be a function", 2)
   end
   http_send(prep, on_response)
+end
+
+-- pgq.mail: the message is checked and written here (pgqlua.mail), sent by
+-- the host (libcurl's SMTP in the runtime, the answers in the mock runner)
+local mail_context, mail_send = host.mail_context, host.mail_send
+pgq.mail = {}
+
+--- One mail through smtp_url, waited for.  A refused recipient or a
+-- transport failure raises "pgq.mail.send: URL: reason".
+function pgq.mail.send(msg)
+  local ctx = mail_context()
+  local prep, err = mail.prepare(msg, ctx)
+  if not prep then error(err, 2) end
+  local ok, reason = mail_send(prep)
+  if not ok then error(mail.transport_error(ctx, reason), 2) end
+  return true
 end
 
 return pgq

@@ -1,5 +1,7 @@
 --- What a consumer script may use: the safe standard libraries only (no io,
--- no debug, no os.exit, no loadfile/dofile, no C modules, text chunks only).
+-- no debug, no os.exit, no loadfile/dofile, text chunks only), and no C
+-- module but those the config's lua_modules names, from the system's Lua
+-- 5.4 folders.
 -- The runtime applies it to the script's own state; the mock runner builds
 -- an environment table from the same lists.
 local M = {}
@@ -62,6 +64,39 @@ function M.text_searcher(package, host)
   end
 end
 
+--- Where C modules are looked for: the system's Lua 5.4 folders only.
+M.CPATH = "/usr/local/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/lib/aarch64-linux-gnu/lua/5.4/?.so;"
+  .. "/usr/lib/lua/5.4/?.so"
+
+--- Whether lua_modules (a list of names) lets `name` load as a C module:
+-- a name listed, or a submodule of one ("socket" lets "socket.core").
+function M.c_module_allowed(name, allow)
+  for _, a in ipairs(allow or {}) do
+    if name == a or name:sub(1, #a + 1) == a .. "." then return true end
+  end
+  return false
+end
+
+--- A `require` searcher for the C modules lua_modules lists, from
+-- M.CPATH; loadlib is package.loadlib, kept here only.  A C module found
+-- there but not listed is refused with an error saying so.
+function M.c_searcher(searchpath, loadlib, allow)
+  return function(name)
+    if not M.valid_module_name(name) then return nil end
+    local path = searchpath(name, M.CPATH)
+    if not path then return "no C module '" .. name .. "' in the system's Lua 5.4 folders" end
+    if not M.c_module_allowed(name, allow) then
+      error(string.format("module '%s' is a C module (%s): it loads only when lua_modules in the config lists it",
+        name, path), 2)
+    end
+    local f, err = loadlib(path, "luaopen_" .. name:gsub("%.", "_"))
+    if not f then
+      error(string.format("error loading module '%s' from file '%s':\n\t%s", name, path, tostring(err)), 2)
+    end
+    return f, path
+  end
+end
+
 --- os.getenv for a script: only the names in allow (a list) are read; any
 -- other name is nil, as if unset.
 function M.make_getenv(getenv, allow)
@@ -77,7 +112,8 @@ function M.make_getenv(getenv, allow)
 end
 
 --- Trim the global table G in place (the runtime's own lua_State).
--- opts.env_allow: the environment variables os.getenv may read.
+-- opts.env_allow: the environment variables os.getenv may read;
+-- opts.lua_modules: the C modules require may load.
 -- The real package table stays the runtime's (require keeps it as an
 -- upvalue): its path and searchers are fixed, the host module is taken
 -- out of reach, and the script sees a read-only view of it.
@@ -95,9 +131,11 @@ function M.apply(G, opts)
   G.load = make_load(G.load, G)
   local package = G.package
   local host = require "pgqlua.host"
+  local loadlib = package.loadlib
   package.loadlib = nil
   package.cpath = ""
-  package.searchers = { package.searchers[1], M.text_searcher(package, host) }
+  package.searchers = { package.searchers[1], M.text_searcher(package, host),
+                        M.c_searcher(package.searchpath, loadlib, opts.lua_modules) }
   package.preload["pgqlua.host"] = nil
   package.loaded["pgqlua.host"] = nil
   for _, name in ipairs(unsafe_modules) do package.loaded[name] = nil end
@@ -156,8 +194,9 @@ end
 -- over the libraries of G (the mock runner's own state): the safe globals,
 -- the trimmed os, a text-only load, and a package table of its own with
 -- `path`, the preload and text-only searchers and a require over them.
--- `host` lends loadfile (it must load into this environment).
-function M.new_env(G, path, host)
+-- `host` lends loadfile (it must load into this environment); the C
+-- modules of lua_modules load with G.package.loadlib.
+function M.new_env(G, path, host, lua_modules)
   local env = {}
   for _, name in ipairs(M.globals) do env[name] = G[name] end
   env._G = env
@@ -186,7 +225,8 @@ function M.new_env(G, path, host)
     end
     return loader, ":preload:"
   end
-  package.searchers = { preload_searcher, M.text_searcher(package, host) }
+  package.searchers = { preload_searcher, M.text_searcher(package, host),
+                        M.c_searcher(G.package.searchpath, G.package.loadlib, lua_modules) }
   env.package = package
   env.require = M.make_require(package)
   return env

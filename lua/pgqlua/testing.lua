@@ -37,6 +37,7 @@ local sandbox = require "pgqlua.sandbox"
 local payload = require "pgqlua.payload"
 local rules = require "pgqlua.rules"
 local http = require "pgqlua.http"
+local mail = require "pgqlua.mail"
 local json = require "dkjson"
 
 local M = {}
@@ -536,6 +537,17 @@ local function new_host(consumer)
     local sends = consumer._sends
     sends[#sends + 1] = { prep, on_response, res, err }
   end
+  -- pgq.mail: the context lmail.c gives (smtp_url without its secrets,
+  -- http_timeout) and the transport, answered from consumer:answer_mail
+  function host.mail_context()
+    local _ <close> = runner_side()
+    local c = consumer.config
+    return { url = c.smtp_url and mail.safe_url(c.smtp_url), timeout = tonumber(c.http_timeout) or 30 }
+  end
+  function host.mail_send(prep)
+    local _ <close> = runner_side()
+    return consumer:_mail(prep)
+  end
   return host
 end
 
@@ -672,12 +684,15 @@ end
 -- opts.config: what init sees and the rules use (merged over
 -- testing.DEFAULT_CONFIG: max_retries, retry_delay, event_timeout, ...);
 -- opts.answers: a list of { match = "sql pattern", rows = {...}, count = n }
--- or { match = ..., error = "..." } (see Consumer:answer).
+-- or { match = ..., error = "..." } (see Consumer:answer); opts.env:
+-- environment variables for os.getenv ({ NAME = "value" }, over the
+-- process's; env_allow in the config still decides what the script reads).
 -- Raises the runtime's load error (file:line) if the script does not load.
 function M.load(script, opts)
   opts = opts or {}
   if type(script) ~= "string" then error("testing.load: expected the script's path", 2) end
-  local self = setmetatable({ script = script, answers = {}, http_answers = {}, load_logs = {}, batches = 0 },
+  local self = setmetatable({ script = script, answers = {}, http_answers = {}, mail_answers = {}, load_logs = {},
+                              batches = 0 },
     Consumer)
   local config = {}
   for k, v in pairs(M.DEFAULT_CONFIG) do config[k] = v end
@@ -696,6 +711,13 @@ function M.load(script, opts)
       self:answer_http_once(a.match, a)
     else
       self:answer_http(a.match, a)
+    end
+  end
+  for _, a in ipairs(opts.mail_answers or {}) do
+    if a.once then
+      self:answer_mail_once(a.match, a)
+    else
+      self:answer_mail(a.match, a)
     end
   end
 
@@ -724,7 +746,13 @@ function M.load(script, opts)
     for name in allow:gmatch("[^,%s]+") do list[#list + 1] = name end
     allow = list
   end
-  libs.os.getenv = sandbox.make_getenv(os.getenv, allow)
+  -- opts.env: variables the script's environment has besides the
+  -- process's (still only those env_allow lists)
+  local given = opts.env or {}
+  libs.os.getenv = sandbox.make_getenv(function(name)
+    if given[name] ~= nil then return given[name] end
+    return os.getenv(name)
+  end, allow)
   self._deadline_hook = deadline_hook_for(self)
   self._msgh = msgh_for(self)
   libs.coroutine = new_coroutine_lib(self)
@@ -732,7 +760,13 @@ function M.load(script, opts)
   for k, v in pairs(STRING_MT) do self.string_mt[k] = v end
   self.string_mt.__index = libs.string
   local host = new_host(self)
-  local env = sandbox.new_env(libs, path, host)
+  local modules = self.config.lua_modules
+  if type(modules) == "string" then
+    local list = {}
+    for name in modules:gmatch("[^,%s]+") do list[#list + 1] = name end
+    modules = list
+  end
+  local env = sandbox.new_env(libs, path, host, modules)
   self.env = env
   env.package.preload["pgqlua.host"] = function() return host end
 
@@ -907,6 +941,73 @@ function Consumer:_http(prep, sent)
   return res
 end
 
+--- An answer that makes pgq.mail.send fail: a server's refusal ("550
+-- 5.1.1 no such user", worded as a refused recipient) or a transport
+-- error kind as for testing.http_error ("timeout", "connect", ...).
+function M.mail_error(reply)
+  return { mail_error = reply }
+end
+
+local function normalise_mail_answer(a)
+  local t = type(a)
+  if t == "function" or a == true then return a end
+  if t ~= "table" then
+    error("testing: a mail answer is true, {}, testing.mail_error(...) or a function", 3)
+  end
+  if a.mail_error ~= nil or a.error ~= nil then return { mail_error = a.mail_error or a.error } end
+  return true
+end
+
+local function add_mail_answer(list, entry)
+  local n = 0
+  for _, a in ipairs(list) do if a.once then n = n + 1 end end
+  table.insert(list, n + 1, entry)
+end
+
+--- Answer every pgq.mail.send one of whose recipients (to, cc, bcc)
+-- matches `match` (a substring or a Lua pattern; nil matches any) with
+-- `answer`: true or {} (accepted), testing.mail_error("550 ..."), or
+-- function(mail) returning one of those (mail: from, to, cc, bcc,
+-- subject, text, html, headers, data).  Later answers win; a mail nothing
+-- answers is accepted.
+function Consumer:answer_mail(match, answer)
+  add_mail_answer(self.mail_answers, { match = match, answer = normalise_mail_answer(answer) })
+  return self
+end
+
+--- As answer_mail, for one mail only (one-shot answers first, in order).
+function Consumer:answer_mail_once(match, answer)
+  add_mail_answer(self.mail_answers, { match = match, answer = normalise_mail_answer(answer), once = true })
+  return self
+end
+
+-- the mock SMTP transport: record the mail, answer it
+function Consumer:_mail(prep)
+  local rec = { from = prep.from, to = prep.to, cc = prep.cc, bcc = prep.bcc, subject = prep.subject,
+                text = prep.text, html = prep.html, headers = prep.headers, data = prep.data, where = self._where }
+  local sink = self._mail_sink
+  if sink then sink[#sink + 1] = rec end
+  local ans = true
+  for i, a in ipairs(self.mail_answers) do
+    if mail.matches(rec, a.match) then
+      if a.once then table.remove(self.mail_answers, i) end
+      ans = a.answer
+      if type(ans) == "function" then
+        local m = {}
+        for k, v in pairs(rec) do if k ~= "where" then m[k] = v end end
+        ans = normalise_mail_answer(ans(m) or true)
+      end
+      break
+    end
+  end
+  if type(ans) == "table" and ans.mail_error then
+    rec.error = mail.reason(ans.mail_error, prep)
+    return nil, rec.error
+  end
+  rec.sent = true
+  return true
+end
+
 function Consumer:_record(stmt)
   local sink = self._sql
   stmt.where = self._where
@@ -928,8 +1029,9 @@ M.outcome_text = outcome_text
 
 -- begin capturing SQL and logs for one call
 function Consumer:_begin(where, rec)
-  rec.sql, rec.logs, rec.http = {}, {}, {}
+  rec.sql, rec.logs, rec.http, rec.mails = {}, {}, {}, {}
   self._sql, self._logs, self._where, self._http_sink = rec.sql, rec.logs, where, rec.http
+  self._mail_sink = rec.mails
   self._sends = {}
   local st = self._db_state
   st.active, st.sql_failed, st.sql_error = true, false, nil
@@ -940,6 +1042,7 @@ function Consumer:_end()
   local st = self._db_state
   st.active = false
   self._sql, self._logs, self._where, self._http_sink, self._ev_id = nil, nil, nil, nil, nil
+  self._mail_sink = nil
   if st.send_failed and not st.sql_failed then
     return true, st.send_error, true
   end
@@ -967,6 +1070,7 @@ function Consumer:_hook(name, batch, run)
   for _, s in ipairs(rec.sql) do run.sql[#run.sql + 1] = s end
   for _, l in ipairs(rec.logs) do run.logs[#run.logs + 1] = l end
   for _, h in ipairs(rec.http) do run.http[#run.http + 1] = h end
+  for _, m in ipairs(rec.mails) do run.mails[#run.mails + 1] = m end
   if ok and sql_failed then
     ok, err = false, by_send and sql_error or "the hook went on after an SQL error: " .. sql_error
   end
@@ -992,7 +1096,9 @@ end
 --   outcome    "OK", "RETRY", "FAILED", "ABORT_BATCH", "ERROR", or nil when
 --              the event was not run (after an ABORT_BATCH or a failed hook)
 --   delay      RETRY: the delay the script returned (nil: none given)
---   reason     FAILED: the reason ("failed by the script" when none)
+--   reason     FAILED: the reason ("failed by the script" when none);
+--              RETRY: why, when a pgq.http.send gave the RETRY (the runtime
+--              logs it with the retry and keeps it at max_retries)
 --   error      ERROR: the runtime's error text (file:line: message);
 --              traceback: the full one
 --   action     what the runtime does next: "done", "retry" (retry_in:
@@ -1013,7 +1119,7 @@ function Consumer:run(events, opts)
   opts = opts or {}
   if type(events) ~= "table" then error("consumer:run: expected a list of events", 2) end
   local batch = self:batch(opts.batch)
-  local run = { events = {}, sql = {}, logs = {}, http = {}, batch = batch, committed = {} }
+  local run = { events = {}, sql = {}, logs = {}, http = {}, mails = {}, batch = batch, committed = {} }
   local evs = {}
   for i, e in ipairs(events) do
     local ok, ev = pcall(M.event, e)
@@ -1032,7 +1138,7 @@ function Consumer:run(events, opts)
     local r = { ev = ev, index = i }
     run.events[i], run[i] = r, r
     if not go then
-      r.action, r.sql, r.logs = "skipped", {}, {}
+      r.action, r.sql, r.logs, r.http, r.mails = "skipped", {}, {}, {}, {}
     else
       self:_begin(i, r)
       self._ev_id = ev.id
@@ -1074,13 +1180,16 @@ function Consumer:run(events, opts)
         end
       end
       r.outcome = outcome
-      if outcome == "RETRY" then r.delay = delay end
+      -- a RETRY may carry a reason (a send's status, on_response): the
+      -- runtime logs it with the retry and keeps it at max_retries
+      if outcome == "RETRY" then r.delay, r.reason = delay, msg end
       if outcome == "FAILED" then r.reason = msg end
       if outcome == "ERROR" then r.error, r.traceback = msg, tb end
       r.kept = outcome == "OK"
       for _, s in ipairs(r.sql) do run.sql[#run.sql + 1] = s end
       for _, l in ipairs(r.logs) do run.logs[#run.logs + 1] = l end
       for _, h in ipairs(r.http) do run.http[#run.http + 1] = h end
+      for _, m in ipairs(r.mails) do run.mails[#run.mails + 1] = m end
       if outcome == "ABORT_BATCH" then
         r.action = "abort"
         run.aborted = "the script returned pgq.ABORT_BATCH at event " .. tostring(ev.id)
@@ -1091,7 +1200,7 @@ function Consumer:run(events, opts)
         r.action, r.failed = "failed", msg
       else
         local max = math.tointeger(self.config.max_retries) or rules.DEFAULTS.max_retries
-        local reason = rules.retries_used_up(ev.retry, max, outcome == "ERROR" and msg or "")
+        local reason = rules.retries_used_up(ev.retry, max, msg or "")
         if reason then
           r.action = "failed"
           r.failed = clip(reason, REASON_MAX)
@@ -1273,6 +1382,9 @@ end
 ---------------------------------------------------------------------------
 -- busted assertions
 
+--- One mail as reports show it: 'to a@b "Subject" -> sent' (or the error).
+M.mail_text = mail.text
+
 --- One request as reports show it: "POST http://h/p -> 200" (or the error).
 function M.http_text(h)
   local s = h.method .. " " .. h.url
@@ -1317,6 +1429,7 @@ end
 --   assert.sql(result_or_run, { { "insert into t values ($1)", 1 } })  -- exactly these statements
 --   assert.sql(result_or_run, {})                -- no statements at all
 --   assert.requested(result_or_run, "POST", "/hooks")   -- some pgq.http request (method optional)
+--   assert.mailed(result_or_run, "ann@example.com")     -- some pgq.mail.send to a matching recipient
 --   assert.is_not.outcome(...), assert.is_not.executed(...)   -- luassert's negation
 -- A run of one event may stand for that event's result.
 function M.register_assertions(luassert)
@@ -1394,6 +1507,21 @@ function M.register_assertions(luassert)
       state.failure_message = (found and "did not expect a request like " or "expected a request like ")
         .. tostring(method or "") .. " " .. tostring(want) .. "\nrequests:\n"
         .. (#lines > 0 and table.concat(lines, "\n") or "  (no requests)")
+    end
+    return found
+  end)
+  reg("mailed", function(state, args)
+    local mails = type(args[1]) == "table" and args[1].mails or {}
+    local want = args[2]
+    local found = false
+    for _, m in ipairs(mails) do
+      if not m.error and mail.matches(m, want) then found = true; break end
+    end
+    if rawget(state, "failure_message") == nil then
+      local lines = {}
+      for i, m in ipairs(mails) do lines[i] = "  " .. mail.text(m) end
+      state.failure_message = (found and "did not expect a mail to " or "expected a mail to ")
+        .. tostring(want) .. "\nmails:\n" .. (#lines > 0 and table.concat(lines, "\n") or "  (no mails)")
     end
     return found
   end)

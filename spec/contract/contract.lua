@@ -44,10 +44,11 @@ function M.load(dir, name)
   return spec
 end
 
--- the local HTTP test server's URLs read http://HOST (its port varies)
+-- the local HTTP and SMTP test servers' URLs read http://HOST and
+-- smtp://HOST (their ports vary)
 local function norm(line)
   return (testing.strip_dirs(line):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
-    :gsub("http://127%.0%.0%.1:%d+", "http://HOST"))
+    :gsub("http://127%.0%.0%.1:%d+", "http://HOST"):gsub("smtp://127%.0%.0%.1:%d+", "smtp://HOST"))
 end
 
 -- a statement given as { sql =, params =, send = true } was a db:send
@@ -92,8 +93,8 @@ function M.expected_lines(spec)
       lines[#lines + 1] = string.format("event #%d: moved to the failed-event table: %s", i, x.failed or x.reason)
     elseif x.outcome ~= "OK" then
       need(x.retry_in, spec, i, "retry_in or failed")
-      lines[#lines + 1] = string.format("event #%d: retry 1 in %.3gs%s", i, x.retry_in,
-        x.outcome == "ERROR" and ": " .. x.error or "")
+      local why = x.outcome == "ERROR" and x.error or x.reason
+      lines[#lines + 1] = string.format("event #%d: retry 1 in %.3gs%s", i, x.retry_in, why and ": " .. why or "")
     end
     ::continue::
   end
@@ -118,8 +119,9 @@ function M.mock_lines(run)
       elseif r.action == "failed" then
         lines[#lines + 1] = string.format("event #%d: moved to the failed-event table: %s", i, r.failed)
       elseif r.action == "retry" then
+        local why = r.outcome == "ERROR" and r.error or r.reason
         lines[#lines + 1] = string.format("event #%d: retry %d in %.3gs%s", i, r.ev.retry + 1, r.retry_in,
-          r.outcome == "ERROR" and ": " .. r.error or "")
+          why and ": " .. why or "")
       end
     end
   end
@@ -192,13 +194,16 @@ end
 
 function M.config_lines(spec)
   local c = spec.config or {}
-  return table.concat({
+  local lines = {
     "retry_delay: " .. tostring(c.retry_delay or testing.DEFAULT_CONFIG.retry_delay),
     "max_retries: " .. tostring(c.max_retries or testing.DEFAULT_CONFIG.max_retries),
     "event_timeout: " .. tostring(c.event_timeout or testing.DEFAULT_CONFIG.event_timeout),
     "log_level: trace",
-    c.env_allow and ("env_allow: [" .. table.concat(c.env_allow, ", ") .. "]") or nil,
-  }, "\n")
+  }
+  if c.env_allow then lines[#lines + 1] = "env_allow: [" .. table.concat(c.env_allow, ", ") .. "]" end
+  -- the runtime's mails go to the local test server (PGQLUA_TEST_SMTP)
+  if c.smtp_url then lines[#lines + 1] = 'smtp_url: "' .. (os.getenv("PGQLUA_TEST_SMTP") or c.smtp_url) .. '"' end
+  return table.concat(lines, "\n")
 end
 
 function M.main(args)

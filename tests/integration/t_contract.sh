@@ -17,6 +17,12 @@ contract() {
 CHILD_PIDS+=("$!")
 wait_until 10 test -s "$WORK/httpd.port" || fail "the test HTTP server did not start"
 export PGQLUA_TEST_HTTP="http://127.0.0.1:$(cat "$WORK/httpd.port")"
+# and the local SMTP test server their pgq.mail.send mails
+/usr/bin/python3 "$ROOT/tests/tools/smtpd.py" --port-file "$WORK/smtpd.port" --spool "$WORK/smtpd.spool" \
+	--lifetime "$(scaled 600)" --parent-pid $$ &
+CHILD_PIDS+=("$!")
+wait_until 10 test -s "$WORK/smtpd.port" || fail "the test SMTP server did not start"
+export PGQLUA_TEST_SMTP="smtp://127.0.0.1:$(cat "$WORK/smtpd.port")"
 names=$(contract list "$DIR")
 [ -n "$names" ] || fail "no contract fixtures in $DIR"
 for name in $names; do

@@ -3,8 +3,9 @@
 # request sends (JSON body, Idempotency-Key) and gets back, each outcome
 # end to end (200, a 500 retried, a 404 in `failed list`, a timeout, a
 # reset, a body over http_max_body), URLs in errors without secrets,
-# event_timeout and a stop at once ending a hanging request, and
-# connections reused across events and batches.
+# event_timeout and a stop at once ending a hanging request, connections
+# reused across events and batches, and scripts/webhooks.lua posting order
+# rows.
 source "$(dirname "$0")/lib.sh"
 
 /usr/bin/python3 "$ROOT/tests/tools/httpd.py" --port-file "$WORK/httpd.port" \
@@ -155,6 +156,27 @@ conns=$(($(stats "d['connections']") - before))
 if [ "$conns" -le 10 ]; then ok "about http_concurrency connections, reused ($conns for 400 requests)"; \
 	else fail "$conns connections for 400 requests at http_concurrency 8"; fi
 expect_eq "none failed" "0" "$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_http_many'")"
+
+# ---- scripts/webhooks.lua: each order row change from pgq.jsontriga posted, a 500 retried
+reset_queues q_http_wh
+new_consumer q_http_wh c_http_wh "function process_event() end" "env_allow: [WEBHOOK_URL]
+retry_delay: 0.2"
+sed -i "s|^script: .*|script: $ROOT/scripts/webhooks.lua|" "$WORK/c_http_wh.yaml"
+sql "drop table if exists orders cascade;
+     create table orders (id int primary key, customer_id int, amount numeric);
+     create trigger wh after insert or update or delete on orders
+       for each row execute procedure pgq.jsontriga('q_http_wh');
+     insert into orders values (1, 7, 12.50), (2, 8, 3);
+     update orders set amount = 4 where id = 2;
+     delete from orders where id = 1;" > /dev/null
+keys_before=$(stats "d['keys']")
+WEBHOOK_URL="$BASE/flaky/wh?fail=1" drain q_http_wh c_http_wh || fail "q_http_wh did not drain"
+expect_eq "webhooks.lua posts every change, the one answered 500 again" "5" "$(stats "d['paths']['/flaky/wh']")"
+expect_eq "each change under its own Idempotency-Key" "4" "$(($(stats "d['keys']") - keys_before))"
+expect_eq "every change delivered, none failed" "0" \
+	"$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_http_wh'")"
+expect_match "the retried post waited for its retry" "retry 1 in 0.2s: pgq.http.send: POST http://127.0.0.1:[0-9]+/flaky/wh: status 500" \
+	"$(cat "$WORK/c_http_wh.log")"
 
 # ---- TLS: a server whose certificate a test CA signed, trusted through http_ca_file
 tls="$WORK/tls"

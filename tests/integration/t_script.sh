@@ -2,7 +2,7 @@
 # What a script sees: require of its own modules and of "pgqlua", the
 # sandbox, db:exec parameters and result types, pgq.log with file:line.
 source "$(dirname "$0")/lib.sh"
-reset_queues q_script
+reset_queues q_script q_cmod
 
 sql "drop table if exists r_script; create table r_script (k text primary key, v text)"
 mkdir -p "$WORK/mylib"
@@ -47,4 +47,19 @@ expect_match "a table parameter is a clear error" \
 expect_match "pgq.log writes to the runtime log with the script's file:line" \
 	"INFO consumer=c_script batch=[0-9]+ .*c_script.lua:20: hello world" "$(cat "$WORK/c_script.log")"
 expect_eq "nothing went to the failed table" "0" "$(sql "select count(*) from pgqlua.failed_event where queue_name = 'q_script'")"
+
+# ---- lua_modules: a listed C module loads (lpeg, Debian's lua-lpeg), others are refused
+new_consumer q_cmod c_cmod "
+function process_event(ev, db)
+  local m = require(ev.data)
+  local v = ev.data == 'lpeg' and m.match(m.C(m.R('09')^1), 'x42y', 2) or tostring(m)
+  db:exec('insert into r_script values (\$1, \$2)', 'cmod ' .. ev.data, v)
+end" "max_retries: 0
+lua_modules: [lpeg]"
+sql "select pgq.insert_event('q_cmod', 'x', m) from unnest(array['lpeg', 'yaml']) m" > /dev/null
+drain q_cmod c_cmod || fail "q_cmod did not drain"
+expect_eq "a C module lua_modules lists loads and works" "42" "$(got "cmod lpeg")"
+expect_match "a C module it does not list is refused, saying so" \
+	"module 'yaml' is a C module \(/usr/lib/[^)]*yaml.so\): it loads only when lua_modules in the config lists it" \
+	"$(sql "select reason from pgqlua.failed_event where queue_name = 'q_cmod'")"
 finish

@@ -19,7 +19,7 @@ ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
 PACKAGES=(cmake pkg-config gcc libc6-dev make libpq-dev liblua5.4-dev lua5.4 libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev
-          lua-busted lua-check lua-dkjson postgresql-15 postgresql-client-15
+          lua-busted lua-check lua-dkjson lua-lpeg postgresql-15 postgresql-client-15
           postgresql-15-pgq3 pgqd valgrind procps lua-yaml
           mandoc lintian dpkg-dev file binutils   # t_install: the man page, the package
           prometheus curl                        # t_metrics: promtool, scrapes

@@ -181,6 +181,8 @@ static void test_sandbox_keys(void)
 		{"one string of names", MIN_CFG "env_allow: \"A, B C\"\ntimezone: Asia/Kolkata\n", "A,B,C", NULL,
 		 "Asia/Kolkata"},
 		{"empty list", MIN_CFG "env_allow: []\n", NULL, NULL, "UTC"},
+		{"lua_modules and smtp_url", MIN_CFG "lua_modules: [cjson, lpeg]\nsmtp_url: SMTPS://u:pw@h:465\n", NULL, NULL,
+		 "UTC"},
 	};
 	static const struct {
 		const char *name, *yaml, *want;
@@ -196,6 +198,10 @@ static void test_sandbox_keys(void)
 		{"lua_path: an empty template", MIN_CFG "lua_path: \"a/?.lua;;\"\n",
 		 "t.yaml:5:11: lua_path must be templates like lib/?.lua separated by ';', each with a '?'"},
 		{"a list for a string key", MIN_CFG "timezone: [UTC]\n", "t.yaml:5:11: timezone must be a string, not a list"},
+		{"smtp_url: not SMTP, the value (a password) not shown", MIN_CFG "smtp_url: http://u:s3cret@h\n",
+		 "t.yaml:5:11: smtp_url must start with smtp:// or smtps://"},
+		{"lua_modules: a path", MIN_CFG "lua_modules: [../x]\n",
+		 "t.yaml:5:15: lua_modules must list module names (letters, digits and _)"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		config *cfg = parse_ok(cases[i].name, cases[i].yaml, "etc/c.yaml");
@@ -208,6 +214,10 @@ static void test_sandbox_keys(void)
 		check_str(label, cfg->lua_path, cases[i].lua_path);
 		snprintf(label, sizeof(label), "%s: timezone", cases[i].name);
 		check_str(label, cfg->timezone, cases[i].timezone);
+		if (i == sizeof(cases) / sizeof(cases[0]) - 1) {
+			check_str("lua_modules: the list", cfg->lua_modules, "cjson,lpeg");
+			check_str("smtp_url: kept as written", cfg->smtp_url, "SMTPS://u:pw@h:465");
+		}
 		config_free(cfg);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

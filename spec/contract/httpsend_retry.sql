@@ -1,0 +1,2 @@
+drop table if exists ct_hsend;
+create table ct_hsend (v text);

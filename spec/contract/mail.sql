@@ -1,0 +1,2 @@
+drop table if exists ct_mail;
+create table ct_mail (v text);
