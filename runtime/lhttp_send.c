@@ -13,7 +13,8 @@
 /* A send's transfer ended: keep its result, free its connection. */
 void lhttp_send_done(lhttp *h, CURL *easy, CURLcode rc)
 {
-	for (int i = 0; i < h->nsends; i++) {
+	/* from the newest: the sends still in flight are the last ones added */
+	for (int i = h->nsends - 1; i >= 0; i--) {
 		send_slot *sl = &h->sends[i];
 		if (sl->done || !sl->g || sl->g->easy != easy)
 			continue;
@@ -25,6 +26,34 @@ void lhttp_send_done(lhttp *h, CURL *easy, CURLcode rc)
 		h->inflight--;
 		return;
 	}
+}
+
+/*
+ * The sends of one row are next to each other: they are added in the order
+ * of the rows, and a chunk's sends are all settled before the next chunk's
+ * rows begin.  [*lo, *hi) is row's span (empty when it has none); a
+ * binary search, so that a chunk of many events with their sends deferred
+ * costs no scan per event.
+ */
+static void row_span(const lhttp *h, int row, int *lo, int *hi)
+{
+	int a = 0, b = h->nsends;
+	while (a < b) {
+		int m = a + (b - a) / 2;
+		if (h->sends[m].row < row)
+			a = m + 1;
+		else
+			b = m;
+	}
+	*lo = a;
+	for (b = h->nsends; a < b;) {
+		int m = a + (b - a) / 2;
+		if (h->sends[m].row <= row)
+			a = m + 1;
+		else
+			b = m;
+	}
+	*hi = a;
 }
 
 /* Drive the transfers until at most `most` sends are in flight (and, with
@@ -40,8 +69,12 @@ const char *lhttp_drive(lhttp *h, int most, int row)
 		while ((m = curl_multi_info_read(h->multi, &queued)) != NULL)
 			if (m->msg == CURLMSG_DONE)
 				lhttp_send_done(h, m->easy_handle, m->data.result);
-		for (int i = 0; row >= 0 && i < h->nsends; i++)
-			busy |= h->sends[i].row == row && !h->sends[i].done;
+		if (row >= 0) {
+			int lo, hi;
+			row_span(h, row, &lo, &hi);
+			for (int i = lo; i < hi; i++)
+				busy |= !h->sends[i].done;
+		}
 		if (h->inflight <= most && !busy)
 			return NULL;
 		if (h->wait && (why = h->wait(h->wait_arg, &left)) != NULL)
@@ -69,6 +102,8 @@ int lhttp_send_fn(lua_State *L)
 	lua_settop(L, 2);
 	if (!h->in_event)
 		return luaL_error(L, "pgq.http.send: only inside process_event (use pgq.http.request in the hooks)");
+	if (h->nsends > 0 && h->sends[h->nsends - 1].row > h->row)
+		return luaL_error(L, "pgq.http.send: sends of an earlier chunk are not settled (internal error)");
 	if ((why = lhttp_drive(h, most - 1, -1)) != NULL)
 		return luaL_error(L, "%s", why);
 	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 3: the guard until it is ours */
@@ -119,10 +154,11 @@ int lhttp_send_fn(lua_State *L)
 
 int lhttp_pending(const lhttp *h, int row)
 {
-	int n = 0;
-	for (int i = 0; h && i < h->nsends; i++)
-		n += row < 0 || h->sends[i].row == row;
-	return n;
+	int lo, hi;
+	if (!h || row < 0)
+		return h ? h->nsends : 0;
+	row_span(h, row, &lo, &hi);
+	return hi - lo;
 }
 
 int lhttp_first_row(const lhttp *h)
@@ -156,11 +192,12 @@ static void push_send(lua_State *L, send_slot *sl)
 
 int lhttp_push_settled(lua_State *L, lhttp *h, int row)
 {
-	int n = 0;
+	int n = 0, lo, hi;
 	lua_newtable(L);
-	for (int i = 0; i < h->nsends; i++) {
+	row_span(h, row, &lo, &hi);
+	for (int i = lo; i < hi; i++) {
 		send_slot *sl = &h->sends[i];
-		if (sl->row != row || !sl->done)
+		if (!sl->done)
 			continue;
 		push_send(L, sl);
 		lua_rawseti(L, -2, ++n);
@@ -170,22 +207,26 @@ int lhttp_push_settled(lua_State *L, lhttp *h, int row)
 
 void lhttp_forget(lua_State *L, lhttp *h, int row)
 {
-	int j = 0;
-	for (int i = 0; h && i < h->nsends; i++) {
+	int lo = 0, hi;
+	if (!h)
+		return;
+	if (row < 0)
+		hi = h->nsends;
+	else
+		row_span(h, row, &lo, &hi);
+	if (lo == hi)
+		return;
+	for (int i = lo; i < hi; i++) {
 		send_slot *sl = &h->sends[i];
-		if (row < 0 || sl->row == row) {
-			if (sl->g) {
-				lhttp_guard_release(sl->g);
-				free(sl->g);
-			}
-			if (L)
-				luaL_unref(L, LUA_REGISTRYINDEX, sl->ref);
-			if (!sl->done)
-				h->inflight--;
-			continue;
+		if (sl->g) {
+			lhttp_guard_release(sl->g);
+			free(sl->g);
 		}
-		h->sends[j++] = *sl;
+		if (L)
+			luaL_unref(L, LUA_REGISTRYINDEX, sl->ref);
+		if (!sl->done)
+			h->inflight--;
 	}
-	if (h)
-		h->nsends = j;
+	memmove(h->sends + lo, h->sends + hi, sizeof(*h->sends) * (size_t)(h->nsends - hi));
+	h->nsends -= hi - lo;
 }
