@@ -137,6 +137,17 @@ static void free_parts(pgqlua_consumer *c)
 	c->parts = NULL;
 }
 
+int consumer_parts_reset(pgqlua_consumer *c, int partitions)
+{
+	free_parts(c);
+	c->cfg->partitions = partitions;
+	c->rr = 0;
+	c->part = NULL;
+	c->unowned_since = 0;
+	c->next_balance = 0;
+	return open_parts(c, c->cfg);
+}
+
 static int open_wake_pipe(pgqlua_consumer *c)
 {
 	int fds[2];

@@ -52,11 +52,22 @@ char *group_part_name(const config *cfg, int i)
 	return s;
 }
 
-char *group_part_where(const config *cfg, int i, int *oom)
+char *group_key_index_sql(const config *cfg, int n)
 {
 	const char *key = cfg->partition_key ? cfg->partition_key : default_key;
+	size_t len = strlen(key) + 96;
+	char *s = malloc(len);
+	/* hashtext is an int4: shifted to 0 .. 2^32-1 before the modulo; a
+	 * NULL key goes to partition 0.  The newlines end `--` comments. */
+	if (s)
+		snprintf(s, len, "coalesce(mod(hashtext((\n%s\n)::text)::int8 + 2147483648, %d), 0)", key, n);
+	return s;
+}
+
+char *group_part_where(const config *cfg, int i, int *oom)
+{
 	size_t n;
-	char *s;
+	char *s, *idx;
 
 	*oom = 0;
 	if (cfg->partitions <= 0 && !cfg->event_filter)
@@ -66,17 +77,76 @@ char *group_part_where(const config *cfg, int i, int *oom)
 			*oom = 1;
 		return s;
 	}
-	/* hashtext is an int4: shifted to 0 .. 2^32-1 before the modulo; a
-	 * NULL key goes to partition 0.  The newlines end `--` comments. */
-	n = strlen(key) + (cfg->event_filter ? strlen(cfg->event_filter) : 0) + 160;
-	if (!(s = malloc(n))) {
+	if (!(idx = group_key_index_sql(cfg, cfg->partitions))) {
 		*oom = 1;
 		return NULL;
 	}
-	snprintf(s, n, "%s%s%scoalesce(mod(hashtext((\n%s\n)::text)::int8 + 2147483648, %d), 0) = %d",
-	         cfg->event_filter ? "(\n" : "", cfg->event_filter ? cfg->event_filter : "",
-	         cfg->event_filter ? "\n) and " : "", key, cfg->partitions, i);
+	n = strlen(idx) + (cfg->event_filter ? strlen(cfg->event_filter) : 0) + 32;
+	if (!(s = malloc(n))) {
+		free(idx);
+		*oom = 1;
+		return NULL;
+	}
+	snprintf(s, n, "%s%s%s%s = %d", cfg->event_filter ? "(\n" : "", cfg->event_filter ? cfg->event_filter : "",
+	         cfg->event_filter ? "\n) and " : "", idx, i);
+	free(idx);
 	return s;
+}
+
+int group_layout_read(pgconn *c, const config *cfg, int *n, char *err, size_t errlen)
+{
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	PGresult *res;
+	*n = cfg->partitions;
+	if (cfg->partitions <= 0)
+		return 0;
+	res = pgconn_exec(c, "select partitions from pgqlua.group_layout where queue_name = $1 and consumer_name = $2",
+	                  2, p, err, errlen);
+	if (!res)
+		return strstr(err, "42P01") && pgconn_is_ok(c) ? 0 : -1;   /* installed before the table: the config's */
+	if (PQntuples(res) == 1)
+		*n = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return 0;
+}
+
+int group_layout_apply(pgconn *c, config *cfg, char *err, size_t errlen)
+{
+	int n;
+	if (group_layout_read(c, cfg, &n, err, errlen) != 0)
+		return -1;
+	cfg->partitions = n;
+	return 0;
+}
+
+static int exec_cmd(pgconn *c, const char *sql, int n, const char *const *p, char *err, size_t errlen)
+{
+	PGresult *res = pgconn_exec(c, sql, n, p, err, errlen);
+	if (!res)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
+int group_layout_record(pgconn *c, const config *cfg, char *err, size_t errlen)
+{
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	char n[16];
+	const char *q[3] = {p[0], p[1], n};
+	snprintf(n, sizeof(n), "%d", cfg->partitions);
+	if (cfg->partitions <= 0)
+		return 0;
+	return exec_cmd(c,
+	                       "insert into pgqlua.group_layout (queue_name, consumer_name, partitions)"
+	                       " values ($1, $2, $3) on conflict do nothing",
+	                       3, q, err, errlen);
+}
+
+int group_layout_forget(pgconn *c, const config *cfg, char *err, size_t errlen)
+{
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	return exec_cmd(c, "delete from pgqlua.group_layout where queue_name = $1 and consumer_name = $2", 2,
+	                       p, err, errlen);
 }
 
 char *group_names_array(const config *cfg)
@@ -305,20 +375,49 @@ static pgqlua_status give_up(pgqlua_consumer *c, int members, const char *why)
 	return PGQLUA_OK;
 }
 
+int group_follow_layout(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	int n, old = c->nparts;
+	if (group_layout_read(c->conn, c->cfg, &n, err, sizeof(err)) != 0) {
+		consumer_db_failure(c, "reading the group's layout", err);
+		return -1;
+	}
+	if (n == old || n <= 0)
+		return 0;
+	/* the old partitions are finished and unregistered: their claims
+	 * guard nothing any more */
+	for (int i = 0; i < c->nparts; i++)
+		if (c->parts[i].claimed && pgq_release(c->conn, c->cfg->queue_name, c->parts[i].name, err, sizeof(err)) != 0) {
+			consumer_db_failure(c, "giving up a partition of the old layout", err);
+			return -1;
+		}
+	if (consumer_parts_reset(c, n) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "out of memory");
+		return -2;
+	}
+	log_info("group %s was resized from %d to %d partitions: taking up the new layout", c->cfg->consumer_name, old, n);
+	return 1;
+}
+
 pgqlua_status group_balance(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	double now = clock_mono();
-	int n = c->nparts, members, mine = 0, min = n, max = 0, hi, lo, unowned = 0, first_max = 1;
+	int n = c->nparts, members, mine = 0, min, max = 0, hi, lo, unowned = 0, first_max = 1, r0;
 	group_view v;
 	pgqlua_status st = PGQLUA_OK;
 
 	if (now < c->next_balance)
 		return PGQLUA_OK;
 	c->next_balance = now + BALANCE_PERIOD;
+	if ((r0 = group_follow_layout(c)) < 0)
+		return r0 == -1 ? PGQLUA_ERR_DB : PGQLUA_ERR_INTERNAL;
+	n = c->nparts;
 	if (group_view_read(c->conn, c->cfg, &v, err, sizeof(err)) != 0)
 		return consumer_db_failure(c, "reading the group's members and owners", err);
 	c->polled = 1;
+	min = n;
 	for (int i = 0; i < n; i++) {
 		mine += c->parts[i].claimed;
 		unowned += !v.owner[i];

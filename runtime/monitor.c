@@ -131,7 +131,12 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 		goto done;
 	}
 	if (cfg->partitions > 0) {
-		rc = query_group(c, cfg, out, err, errlen);
+		/* the group's partitions as they are now (a resize may have
+		 * changed the config's count) */
+		config now = *cfg;
+		if (group_layout_read(c, cfg, &now.partitions, err, errlen) != 0)
+			goto done;
+		rc = query_group(c, &now, out, err, errlen);
 		if (rc == 0 && !(res = pgconn_exec(c,
 		                                   "select case when to_regclass('pgqlua.failed_event') is null then -1 else"
 		                                   " (select count(*) from pgqlua.failed_event f"

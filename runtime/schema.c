@@ -52,7 +52,19 @@ static const char schema_sql[] =
 	" primary key (queue_name, consumer_name, ev_id));"
 	/* a group's partition: the PgQ consumer that took the event (NULL:
 	 * consumer_name itself) */
-	"alter table pgqlua.failed_event add column if not exists pgq_consumer text";
+	"alter table pgqlua.failed_event add column if not exists pgq_consumer text;"
+	/* a group's current number of partitions (install records the
+	 * config's; `pgqlua resize` changes it, members follow between
+	 * batches); resizing_to: a resize under way, and whether the queue's
+	 * ticker is paused by it (it is resumed by the resize run again) */
+	"create table if not exists pgqlua.group_layout ("
+	" queue_name text not null,"
+	" consumer_name text not null,"
+	" partitions int4 not null check (partitions > 0),"
+	" resizing_to int4,"
+	" paused_by_resize bool not null default false,"
+	" changed_at timestamptz not null default now(),"
+	" primary key (queue_name, consumer_name))";
 
 /* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
 static const char wakeup_sql[] =

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# pgqlua resize on the real PgQ and pgqd: a group of 4 partitions run by 2
+# workers is resized to 6 and then to 3 while a producer keeps changing
+# 150 rows (pgq.logutriga) and the members keep running.  Every event is
+# applied exactly once, the events of each key that were not retried are
+# processed in ev_id order, the members take up each new layout without a
+# restart, a retried event waiting in an old partition's retry queue (and
+# one already back in the queue after the paused tick) comes back through
+# its new partition, a failed event recorded under an old partition is put
+# back into its new one by `failed retry`, a resize left half-done (ticker
+# paused) completes when run again, and the ticker runs again afterwards.
+source "$(dirname "$0")/lib.sh"
+reset_queues q_rsz
+ROWS=150
+
+sql "drop table if exists rsz_src, r_rsz, rsz_cured; drop sequence if exists rsz_seq;
+     create sequence rsz_seq;
+     create table r_rsz (ev_id bigint, k text, retry int, seq bigint);
+     create table rsz_cured (x int);
+     create table rsz_src (id int primary key, v int)"
+new_consumer q_rsz c_rsz '
+function process_event(ev, db)
+  if ev.data == "slow" and ev.retry == 0 then return pgq.EVENT_RETRY, 3600 end
+  if ev.data == "poison" and #db:exec("select 1 from rsz_cured") == 0 then return pgq.EVENT_FAILED, "poisoned" end
+  local k = ev.data
+  if ev.extra1 ~= pgq.null then k = pgq.urldecode(ev.data).id end
+  db:exec("insert into r_rsz values ($1, $2, $3, nextval($4))", ev.id, k, ev.retry, "rsz_seq")
+end' "partitions: 4
+workers: 2
+log_level: info"
+sql "create trigger rsz_src_q after insert or update on rsz_src for each row execute procedure pgq.logutriga('q_rsz')"
+sql "insert into rsz_src select g, 0 from generate_series(1, $ROWS) g" > /dev/null
+expect_eq "install records the group's layout" "4" \
+	"$(sql "select partitions from pgqlua.group_layout where queue_name = 'q_rsz' and consumer_name = 'c_rsz'")"
+
+"$PGQLUA" run "$WORK/c_rsz.yaml" >> "$WORK/c_rsz.log" 2>&1 &
+runner=$!
+CHILD_PIDS+=("$runner")
+# the producer: rounds of changes of every row, until told to stop
+(
+	while [ ! -f "$WORK/stop" ]; do
+		psql -X -q -c "do \$\$ begin for j in 0 .. 4 loop
+		                 update rsz_src set v = v + 1 where id % 5 = j; commit;
+		               end loop; end \$\$" || exit 1
+	done
+) &
+producer=$!
+CHILD_PIDS+=("$producer")
+applied() { sql "select count(*) from r_rsz"; }
+grows() { local n; n=$(applied); wait_until 60 bash -c "[ \$(psql -XAtqc 'select count(*) from r_rsz') -gt $n ]"; }
+
+# a retried event waiting in its partition's retry queue, a failed event
+slow=$(sql "select pgq.insert_event('q_rsz', 'x', 'slow')")
+poison=$(sql "select pgq.insert_event('q_rsz', 'x', 'poison')")
+wait_sql "the slow event waits in the retry queue of its partition, the poison one failed" \
+	"select (select count(*) from pgq.retry_queue where ev_id = $slow)
+	        || '|' || (select pgq_consumer from pgqlua.failed_event where ev_id = $poison)" \
+	"1|c_rsz.p$(sql "select mod(hashtext('$poison')::int8 + 2147483648, 4)")of4" 60
+grows || fail "the members applied nothing"
+
+# ---- a resize to 6 left half-done (killed after pausing the ticker) completes when run again
+sql "update pgqlua.group_layout set resizing_to = 6, paused_by_resize = true where queue_name = 'q_rsz';
+     select pgq.set_queue_config('q_rsz', 'ticker_paused', 'true')" > /dev/null
+set +e
+out=$("$PGQLUA" resize "$WORK/c_rsz.yaml" 6 2>&1)
+rc=$?
+set -e
+expect_eq "resize 4 -> 6 while producing and consuming exits 0: $(tr '\n' ' ' <<< "$out")" "0" "$rc"
+expect_match "resize says how long ticks were paused" "ticks were paused for [0-9]+\.[0-9]{3}s" "$out"
+expect_match "resize moved the waiting retried event" "6 partitions c_rsz\.p0of6 \.\. c_rsz\.p5of6 registered at tick [0-9]+; 1 retried and 1 failed events moved" "$out"
+expect_eq "the half-done resize is completed and the ticker runs again" "6|f|f|6" \
+	"$(sql "select l.partitions, l.paused_by_resize, q.queue_ticker_paused,
+	               (select count(*) from pgq.get_consumer_info('q_rsz'))
+	          from pgqlua.group_layout l, pgq.queue q where l.queue_name = 'q_rsz' and q.queue_name = 'q_rsz'")"
+expect_eq "the retried event now waits for the partition of its key among 6" \
+	"c_rsz.p$(sql "select mod(hashtext('$slow')::int8 + 2147483648, 6)")of6" \
+	"$(sql "select co.co_name from pgq.retry_queue r join pgq.subscription s on s.sub_id = r.ev_owner
+	          join pgq.consumer co on co.co_id = s.sub_consumer where r.ev_id = $slow")"
+wait_until 30 grep -q "resized from 4 to 6 partitions" "$WORK/c_rsz.log" \
+	&& ok "the members take up the new layout without a restart" || fail "the members did not take up 6 partitions"
+grows || fail "nothing applied after the resize to 6"
+
+# ---- to 3, with the ticker paused by someone else and the retried event
+# back in the queue (after the paused tick) for its old partition
+sql "select pgq.set_queue_config('q_rsz', 'ticker_paused', 'true');
+     update pgq.retry_queue set ev_retry_after = now() where ev_id = $slow" > /dev/null
+wait_sql "pgqd moved the retried event back into the queue" "select count(*) from pgq.retry_queue where ev_id = $slow" "0"
+set +e
+out=$("$PGQLUA" resize "$WORK/c_rsz.yaml" 3 --timeout "$(scaled 60)" 2>&1)
+rc=$?
+set -e
+expect_eq "resize 6 -> 3 exits 0: $(tr '\n' ' ' <<< "$out")" "0" "$rc"
+expect_match "the event back in the queue for an old partition goes to its new one" "1 retried and 1 failed events moved" "$out"
+expect_match "a ticker paused before the resize stays paused" "it was paused before the resize: it stays paused" "$out"
+expect_eq "so it is" "t" "$(sql "select queue_ticker_paused from pgq.queue where queue_name = 'q_rsz'")"
+sql "select pgq.set_queue_config('q_rsz', 'ticker_paused', 'false')" > /dev/null
+wait_until 30 grep -q "resized from 6 to 3 partitions" "$WORK/c_rsz.log" \
+	&& ok "the members take up 3 partitions" || fail "the members did not take up 3 partitions"
+grows || fail "nothing applied after the resize to 3"
+owned3() { st=$("$PGQLUA" status "$WORK/c_rsz.yaml" || true); [[ "$st" == *"group: 3 partitions, 0 without an owner"* ]]; }
+wait_until 30 owned3 && ok "status shows the group's 3 partitions, all owned (the config still says 4)" \
+	|| fail "status does not show 3 owned partitions: $st"
+expect_match "resize to the current count changes nothing" "has 3 partitions" "$("$PGQLUA" resize "$WORK/c_rsz.yaml" 3)"
+
+touch "$WORK/stop"
+wait "$producer" || fail "the producer failed"
+for p in 0 1 2; do wait_drained q_rsz "c_rsz.p${p}of3" 120 || fail "partition $p did not drain"; done
+pp=$(sql "select pgq_consumer from pgqlua.failed_event where ev_id = $poison")
+expect_eq "the failed event now belongs to the partition of its key among 3" \
+	"c_rsz.p$(sql "select mod(hashtext('$poison')::int8 + 2147483648, 3)")of3" "$pp"
+sql "insert into rsz_cured values (1)" > /dev/null
+expect_match "failed retry puts it back into that partition" "put back into the queue for consumer $pp" \
+	"$("$PGQLUA" failed retry "$WORK/c_rsz.yaml" all)"
+for p in 0 1 2; do wait_drained q_rsz "c_rsz.p${p}of3" 60 || fail "partition $p did not drain after the retry"; done
+total=$(sql "select $ROWS + sum(v) + 2 from rsz_src")
+expect_eq "every one of the $total events was applied exactly once" "$total|$total" \
+	"$(sql "select count(*), count(distinct ev_id) from r_rsz")"
+expect_eq "the retried and the failed event came back through their new partitions" "1|1" \
+	"$(sql "select count(*) filter (where ev_id = $slow and retry = 1), count(*) filter (where ev_id = $poison) from r_rsz")"
+expect_eq "the events of every key that were not retried were processed in ev_id order" "0" \
+	"$(sql "select count(*) from (select ev_id, lag(ev_id) over (partition by k order by seq) prev
+	                               from r_rsz where retry = 0) x where prev > ev_id")"
+expect_eq "only the 3 partitions are registered" "c_rsz.p0of3 c_rsz.p1of3 c_rsz.p2of3" \
+	"$(sql "select string_agg(consumer_name, ' ' order by consumer_name) from pgq.get_consumer_info('q_rsz')")"
+kill -TERM "$runner"
+wait "$runner" || fail "the members did not stop cleanly"
+
+# ---- no member running: the partitions never catch up; resize gives up, changing nothing
+sql "select pgq.insert_event('q_rsz', 'x', 'late')" > /dev/null
+wait_until 30 ticked q_rsz || fail "q_rsz never ticked"
+set +e
+out=$("$PGQLUA" resize "$WORK/c_rsz.yaml" 5 --timeout 1 2>&1)
+rc=$?
+set -e
+expect_eq "resize with no member running times out with exit 75" "75" "$rc"
+expect_match "it names the partitions that are behind" "timed out: partitions not at tick [0-9]+ after 1s: c_rsz\.p0of3, c_rsz\.p1of3, c_rsz\.p2of3 .*nothing was changed" "$(tr '\n' ' ' <<< "$out")"
+expect_eq "the group keeps its 3 partitions and the ticker runs" "3|f|3" \
+	"$(sql "select l.partitions, q.queue_ticker_paused, (select count(*) from pgq.get_consumer_info('q_rsz'))
+	          from pgqlua.group_layout l, pgq.queue q where l.queue_name = 'q_rsz' and q.queue_name = 'q_rsz'")"
+finish
