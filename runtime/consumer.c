@@ -177,11 +177,6 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 	if ((st = check_conninfo(cfg, err, errlen)) != PGQLUA_OK)
 		goto fail;
 	st = PGQLUA_ERR_INTERNAL;
-	if (cfg->partitions > 0 && cfg->target_db) {
-		snprintf(err, errlen, "%s: partitions: a remote consumer (target_db) cannot be a group yet", cfg->path);
-		st = PGQLUA_ERR_CONFIG;
-		goto fail;
-	}
 	if (open_parts(c, cfg) != 0 || open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db, cfg->timezone)) || !(c->target = target_new(cfg)) ||
 	    !(c->db = ldb_new())) {
 		snprintf(err, errlen, "out of memory or file descriptors");

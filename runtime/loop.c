@@ -281,6 +281,7 @@ static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 	if (c->grouped)
 		log_debug("partition %s: batch %lld", p->name, b.batch_id);
 	c->part = p;
+	target_set_consumer(c->target, p->name);
 	st = batch_run(c, &b);
 	c->part = NULL;
 	free(b.sql);
