@@ -48,6 +48,24 @@ void monitor_info_free(monitor_info *m)
 	m->nparts = 0;
 }
 
+/* A resize under way or interrupted (pgqlua.group_layout; nothing when
+ * the table is not there). */
+static void query_resize(pgconn *c, const config *cfg, monitor_info *out)
+{
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	char err[256];
+	PGresult *res = pgconn_exec(c,
+	                            "select coalesce(l.resizing_to, 0), l.paused_by_resize and q.queue_ticker_paused"
+	                            " from pgqlua.group_layout l join pgq.queue q on q.queue_name = l.queue_name"
+	                            " where l.queue_name = $1 and l.consumer_name = $2",
+	                            2, p, err, sizeof(err));
+	if (res && PQntuples(res) == 1) {
+		out->resize_to = atoi(PQgetvalue(res, 0, 0));
+		out->resize_paused = PQgetvalue(res, 0, 1)[0] == 't';
+	}
+	PQclear(res);
+}
+
 /* A group: each partition's PgQ figures and owner, summed up in out. */
 static int query_group(pgconn *c, const config *cfg, monitor_info *out, char *err, size_t errlen)
 {
@@ -103,6 +121,7 @@ static int query_group(pgconn *c, const config *cfg, monitor_info *out, char *er
 			out->unowned++;
 	}
 	out->nmembers = v.nmembers;
+	query_resize(c, cfg, out);
 	for (int m = 0; m < v.nmembers && used < sizeof(out->members); m++) {
 		int w = snprintf(out->members + used, sizeof(out->members) - used, "%s%s", m ? ", " : "", v.members[m]);
 		if (w < 0)

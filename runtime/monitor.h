@@ -38,6 +38,8 @@ typedef struct monitor_info {
 	int unowned;             /* partitions no member holds */
 	int nmembers;
 	char members[256];       /* their names, comma-separated (cut short) */
+	int resize_to;           /* a resize to this many partitions is under way or was interrupted (0: none) */
+	int resize_paused;       /* and the queue's ticker is paused by it */
 } monitor_info;
 
 /* Free what monitor_query allocated (a group's partitions). */

@@ -359,8 +359,16 @@ int resize_group(pgconn *c, config *cfg, int to, double timeout, FILE *out)
 	    (rc = read_layout(&r)))
 		goto out;
 	if (r.from == to) {
+		/* an earlier run to this count got as far as its change: what
+		 * is left of it is its pause, resumed below */
+		const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+		if (cmd(&r, "update pgqlua.group_layout set resizing_to = null where queue_name = $1 and consumer_name = $2",
+		        2, p) != 0) {
+			rc = EXIT_DB;
+			goto out;
+		}
 		fprintf(out, "group %s on queue %s has %d partitions\n", cfg->consumer_name, cfg->queue_name, to);
-		goto out;   /* an earlier run's pause, if any, is resumed below */
+		goto out;
 	}
 	fprintf(out, "group %s on queue %s: resizing from %d to %d partitions\n", cfg->consumer_name, cfg->queue_name,
 	        r.from, to);

@@ -158,7 +158,12 @@ static void print_json(const config *cfg, const status_view *v)
 		service_json_str(stdout, v->err);
 	}
 	if (v->dbok && m->nparts > 0) {
-		printf(",\"members\":%d,\"unowned\":%d,\"partitions\":[", m->nmembers, m->unowned);
+		printf(",\"members\":%d,\"unowned\":%d,\"resizing_to\":", m->nmembers, m->unowned);
+		if (m->resize_to > 0)
+			printf("%d,\"ticker_paused_by_resize\":%s", m->resize_to, m->resize_paused ? "true" : "false");
+		else
+			printf("null");
+		printf(",\"partitions\":[");
 		for (int i = 0; i < m->nparts; i++) {
 			const monitor_part *mp = &m->parts[i];
 			printf("%s{\"partition\":%d,\"registered\":%s,\"owner\":", i ? "," : "", i,
@@ -216,6 +221,9 @@ static void print_text(const config *cfg, const status_view *v)
 	if (v->dbok && m->nparts > 0) {
 		printf("group: %d partitions, %d without an owner; %d members: %s\n", m->nparts, m->unowned,
 		       m->nmembers, m->nmembers ? m->members : "none");
+		if (m->resize_to > 0)
+			printf("group: a resize to %d partitions is under way or was interrupted%s\n", m->resize_to,
+			       m->resize_paused ? "; it paused the queue's ticker: if no resize runs, run `pgqlua resize` again" : "");
 		for (int i = 0; i < m->nparts; i++)
 			printf("  %s.p%dof%d: %s%s, lag %.1fs, last seen %.1fs ago, %lld pending events\n",
 			       cfg->consumer_name, i, m->nparts, m->parts[i].owner[0] ? "owner " : "no owner",

@@ -8,7 +8,7 @@
 # one already back in the queue after the paused tick) comes back through
 # its new partition, a failed event recorded under an old partition is put
 # back into its new one by `failed retry`, a resize left half-done (ticker
-# paused) completes when run again, and the ticker runs again afterwards.
+# paused) is completed by the next run, and the ticker runs again afterwards.
 source "$(dirname "$0")/lib.sh"
 reset_queues q_rsz
 ROWS=150
@@ -58,17 +58,15 @@ wait_sql "the slow event waits in the retry queue of its partition, the poison o
 	"1|c_rsz.p$(sql "select mod(hashtext('$poison')::int8 + 2147483648, 4)")of4" 60
 grows || fail "the members applied nothing"
 
-# ---- a resize to 6 left half-done (killed after pausing the ticker) completes when run again
-sql "update pgqlua.group_layout set resizing_to = 6, paused_by_resize = true where queue_name = 'q_rsz';
-     select pgq.set_queue_config('q_rsz', 'ticker_paused', 'true')" > /dev/null
+# ---- to 6
 set +e
-out=$("$PGQLUA" resize "$WORK/c_rsz.yaml" 6 2>&1)
+out=$("$PGQLUA" resize "$WORK/c_rsz.yaml" 6 --timeout "$(scaled 60)" 2>&1)
 rc=$?
 set -e
 expect_eq "resize 4 -> 6 while producing and consuming exits 0: $(tr '\n' ' ' <<< "$out")" "0" "$rc"
 expect_match "resize says how long ticks were paused" "ticks were paused for [0-9]+\.[0-9]{3}s" "$out"
 expect_match "resize moved the waiting retried event" "6 partitions c_rsz\.p0of6 \.\. c_rsz\.p5of6 registered at tick [0-9]+; 1 retried and 1 failed events moved" "$out"
-expect_eq "the half-done resize is completed and the ticker runs again" "6|f|f|6" \
+expect_eq "the group has 6 partitions and the ticker runs again" "6|f|f|6" \
 	"$(sql "select l.partitions, l.paused_by_resize, q.queue_ticker_paused,
 	               (select count(*) from pgq.get_consumer_info('q_rsz'))
 	          from pgqlua.group_layout l, pgq.queue q where l.queue_name = 'q_rsz' and q.queue_name = 'q_rsz'")"
@@ -100,7 +98,24 @@ grows || fail "nothing applied after the resize to 3"
 owned3() { st=$("$PGQLUA" status "$WORK/c_rsz.yaml" || true); [[ "$st" == *"group: 3 partitions, 0 without an owner"* ]]; }
 wait_until 30 owned3 && ok "status shows the group's 3 partitions, all owned (the config still says 4)" \
 	|| fail "status does not show 3 owned partitions: $st"
+# a worker started anew (its config still says 4) takes up the group's 3
+victim=$(pgrep -P "$runner" | head -1)
+kill -9 "$victim"
+restarted() { st=$("$PGQLUA" status "$WORK/c_rsz.yaml" || true)
+              [[ "$st" == *"workers: 2 of 2 running"* && "$st" == *"group: 3 partitions, 0 without an owner; 2 members"* && "$st" != *"pid $victim "* ]]; }
+wait_until 60 restarted && ok "a restarted worker reads the group's layout, not the config's count" \
+	|| fail "the restarted worker did not join the 3 partitions: $st"
 expect_match "resize to the current count changes nothing" "has 3 partitions" "$("$PGQLUA" resize "$WORK/c_rsz.yaml" 3)"
+# a resize killed after its change, before it resumed the ticker: run again, it resumes it
+sql "update pgqlua.group_layout set resizing_to = 3, paused_by_resize = true where queue_name = 'q_rsz';
+     select pgq.set_queue_config('q_rsz', 'ticker_paused', 'true')" > /dev/null
+expect_match "status says a resize was left half-done with the ticker paused" \
+	"a resize to 3 partitions is under way or was interrupted; it paused the queue's ticker" \
+	"$("$PGQLUA" status "$WORK/c_rsz.yaml" || true)"
+expect_match "resize run again resumes the ticker the killed one paused" "resumed \(an earlier resize had paused it\)" \
+	"$("$PGQLUA" resize "$WORK/c_rsz.yaml" 3)"
+expect_eq "so the ticker runs" "f|f" "$(sql "select q.queue_ticker_paused, l.paused_by_resize from pgq.queue q, pgqlua.group_layout l
+                                          where q.queue_name = 'q_rsz' and l.queue_name = 'q_rsz'")"
 
 touch "$WORK/stop"
 wait "$producer" || fail "the producer failed"
