@@ -70,40 +70,45 @@ static int rollback(resize *r)
 }
 
 #define OLD_SUBS \
-	"select s.sub_id, s.sub_last_tick, s.sub_batch, co.co_name from pgq.subscription s" \
+	"select s.sub_id, s.sub_last_tick, s.sub_next_tick, s.sub_batch, co.co_name from pgq.subscription s" \
 	" join pgq.consumer co on co.co_id = s.sub_consumer join pgq.queue q on q.queue_id = s.sub_queue" \
 	" where q.queue_name = $1 and co.co_name = any($2::text[])"
 
-/* Wait until every old partition has finished tick `tick` (paused: and
- * holds no batch).  0, or an exit code with r->err. */
+/* Wait until every old partition has reached tick `tick`: before the
+ * pause, finished it or working on the batch that ends there (the pause
+ * then lasts about one batch); paused, finished it with no batch open.
+ * 0, or an exit code with r->err. */
 static int wait_partitions(resize *r, long long tick, int paused)
 {
-	char t[32], sql[512];
+	char t[32], sql[1024];
 	const char *p[3] = {r->cfg->queue_name, r->old_names, t};
 	double deadline = clock_mono() + r->timeout;
 	PGresult *res;
 
 	snprintf(t, sizeof(t), "%lld", tick);
+	const char *at = paused ? "sub_last_tick >= $3::int8 and sub_batch is null"
+	                        : "greatest(sub_last_tick, sub_next_tick) >= $3::int8";
 	snprintf(sql, sizeof(sql),
-	         "select count(*) filter (where sub_last_tick >= $3::int8%s),"
-	         " string_agg(co_name, ', ' order by co_name) filter (where not (sub_last_tick >= $3::int8%s))"
+	         "select count(*) filter (where %s),"
+	         " string_agg(co_name, ', ' order by co_name) filter (where not (%s))"
 	         " from (" OLD_SUBS ") o",
-	         paused ? " and sub_batch is null" : "", paused ? " and sub_batch is null" : "");
+	         at, at);
 	for (;;) {
-		if (!(res = pgconn_exec(r->c, sql, 3, p, r->err, sizeof(r->err))))
-			return stop_requested ? EXIT_TEMPFAIL : EXIT_DB;
-		if (atoi(PQgetvalue(res, 0, 0)) == r->from) {
+		if (!(res = pgconn_exec(r->c, sql, 3, p, r->err, sizeof(r->err))) && !stop_requested)
+			return EXIT_DB;
+		if (res && atoi(PQgetvalue(res, 0, 0)) == r->from) {
 			PQclear(res);
 			return 0;
 		}
-		if (stop_requested || clock_mono() >= deadline) {
-			snprintf(r->err, sizeof(r->err), "%s: partitions not at tick %lld%s after %gs: %s (are their members running?)",
-			         stop_requested ? "stopped" : "timed out", tick, paused ? " with no batch open" : "", r->timeout,
-			         PQgetvalue(res, 0, 1));
-			PQclear(res);
-			return EXIT_TEMPFAIL;
-		}
+		if (stop_requested)
+			snprintf(r->err, sizeof(r->err), "stopped while waiting for the partitions to reach tick %lld%s%s%s",
+			         tick, paused ? " with no batch open" : "", res ? ": behind: " : "", res ? PQgetvalue(res, 0, 1) : "");
+		else if (clock_mono() >= deadline)
+			snprintf(r->err, sizeof(r->err), "timed out: partitions not at tick %lld%s after %gs: %s (are their members running?)",
+			         tick, paused ? " with no batch open" : "", r->timeout, PQgetvalue(res, 0, 1));
 		PQclear(res);
+		if (stop_requested || clock_mono() >= deadline)
+			return EXIT_TEMPFAIL;
 		poll(NULL, 0, RESIZE_POLL_MS);
 	}
 }
@@ -379,6 +384,7 @@ int resize_group(pgconn *c, config *cfg, int to, double timeout, FILE *out)
 	}
 	rc = resize_steps(&r);
 out:
+	fflush(out);
 	if (rc)
 		fprintf(stderr, "pgqlua: resize: %s%s\n", r.err,
 		        rc == EXIT_TEMPFAIL || rc == EXIT_DB ? "; nothing was changed: run the resize again" : "");

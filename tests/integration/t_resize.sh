@@ -21,6 +21,7 @@ sql "drop table if exists rsz_src, r_rsz, rsz_cured; drop sequence if exists rsz
 new_consumer q_rsz c_rsz '
 function process_event(ev, db)
   if ev.data == "slow" and ev.retry == 0 then return pgq.EVENT_RETRY, 3600 end
+  if ev.data == "stall" then db:exec("select pg_advisory_xact_lock(4343)") end
   if ev.data == "poison" and #db:exec("select 1 from rsz_cured") == 0 then return pgq.EVENT_FAILED, "poisoned" end
   local k = ev.data
   if ev.extra1 ~= pgq.null then k = pgq.urldecode(ev.data).id end
@@ -152,4 +153,43 @@ expect_match "it names the partitions that are behind" "timed out: partitions no
 expect_eq "the group keeps its 3 partitions and the ticker runs" "3|f|3" \
 	"$(sql "select l.partitions, q.queue_ticker_paused, (select count(*) from pgq.get_consumer_info('q_rsz'))
 	          from pgqlua.group_layout l, pgq.queue q where l.queue_name = 'q_rsz' and q.queue_name = 'q_rsz'")"
+# ---- a stop signal while the ticker is paused: the ticker is resumed, nothing changed.
+# Ticks only for new events; a member stuck in the batch of the last one
+# (it waits for a lock the test holds) keeps the resize waiting, paused.
+sql "select pgq.set_queue_config('q_rsz', 'ticker_max_count', '1'), pgq.set_queue_config('q_rsz', 'ticker_max_lag', '3600'),
+            pgq.set_queue_config('q_rsz', 'ticker_idle_period', '3600')" > /dev/null
+sed -i 's/^workers: 2/workers: 3/' "$WORK/c_rsz.yaml"   # a partition each: the stuck one holds up only its own
+"$PGQLUA" run "$WORK/c_rsz.yaml" >> "$WORK/c_rsz.log" 2>&1 &
+runner=$!
+CHILD_PIDS+=("$runner")
+one_each() { [ "$("$PGQLUA" status "$WORK/c_rsz.yaml" | grep -o 'p[0-2]of3: owner [^,]*' | sed 's/.*owner //' | sort -u | wc -l)" == 3 ]; }
+wait_until 60 one_each || fail "the 3 workers did not take a partition each"
+for p in 0 1 2; do wait_drained q_rsz "c_rsz.p${p}of3" 60 || fail "partition $p did not drain"; done
+psql -X -q -c "select pg_advisory_lock(4343)" -c "select pg_sleep(600)" > /dev/null 2>&1 &
+holder=$!
+CHILD_PIDS+=("$holder")
+wait_sql "the test holds the lock" "select count(*) from pg_locks where locktype = 'advisory' and objid = 4343 and granted" "1"
+sql "select pgq.insert_event('q_rsz', 'x', 'stall')" > /dev/null
+wait_sql "a member is stuck in the batch of the last tick" \
+	"select count(*) from pg_locks where locktype = 'advisory' and objid = 4343 and not granted" "1"
+"$PGQLUA" resize "$WORK/c_rsz.yaml" 2 > "$WORK/resize.out" 2>&1 &
+rz=$!
+CHILD_PIDS+=("$rz")
+wait_sql "resize paused the ticker and waits" "select queue_ticker_paused from pgq.queue where queue_name = 'q_rsz'" "t"
+kill -INT "$rz"
+set +e
+wait "$rz"
+rc=$?
+set -e
+out=$(tr '\n' ' ' < "$WORK/resize.out")
+expect_eq "resize stopped by SIGINT exits 75: $out" "75" "$rc"
+expect_match "it says why and resumes the ticker" "paused at tick [0-9]+.*stopped while waiting for the partitions to reach tick [0-9]+ with no batch open.*nothing was changed.*ticks were paused for [0-9.]+s" "$out"
+expect_eq "the ticker runs and the group keeps its 3 partitions" "f|3|3" \
+	"$(sql "select q.queue_ticker_paused, l.partitions, (select count(*) from pgq.get_consumer_info('q_rsz'))
+	          from pgq.queue q, pgqlua.group_layout l where q.queue_name = 'q_rsz' and l.queue_name = 'q_rsz'")"
+sql "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and objid = 4343 and granted" > /dev/null
+wait "$holder" 2>/dev/null || true
+for p in 0 1 2; do wait_drained q_rsz "c_rsz.p${p}of3" 60 || fail "partition $p did not drain after the lock was released"; done
+kill -TERM "$runner"
+wait "$runner" || fail "the members did not stop cleanly"
 finish
