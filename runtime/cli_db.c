@@ -30,9 +30,20 @@
  * changed the config's count).  How many changed, or -1 with err. */
 static int register_consumer(pgconn *c, config *cfg, int reg, char *err, size_t errlen)
 {
-	int n;
+	int n, configured = cfg->partitions;
 	if (cfg->partitions > 0 && group_layout_apply(c, cfg, err, errlen) != 0)
 		return -1;
+	if (cfg->partitions > 0 && reg && cfg->partitions != configured) {
+		/* a layout none of whose partitions is registered (the queue was
+		 * dropped and made again) is forgotten: the config's count holds */
+		if ((n = group_registered(c, cfg, err, errlen)) < 0)
+			return -1;
+		if (n == 0) {
+			if (group_layout_forget(c, cfg, err, errlen) != 0)
+				return -1;
+			cfg->partitions = configured;
+		}
+	}
 	if (cfg->partitions > 0 && reg)
 		return group_register(c, cfg, err, errlen);
 	if (cfg->partitions > 0) {

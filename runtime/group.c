@@ -216,6 +216,16 @@ int group_register(pgconn *c, const config *cfg, char *err, size_t errlen)
 	                        err, errlen);
 }
 
+int group_registered(pgconn *c, const config *cfg, char *err, size_t errlen)
+{
+	return names_exec_count(c, cfg,
+	                        "select count(*) from pgq.subscription s"
+	                        " join pgq.consumer co on co.co_id = s.sub_consumer"
+	                        " join pgq.queue q on q.queue_id = s.sub_queue"
+	                        " where q.queue_name = $1 and co.co_name = any($2::text[])",
+	                        err, errlen);
+}
+
 int group_unregister(pgconn *c, const config *cfg, char *err, size_t errlen)
 {
 	return names_exec_count(c, cfg,

@@ -54,6 +54,9 @@ char *group_names_array(const config *cfg);
  * in one transaction.  The number newly registered, or -1 with err. */
 int group_register(pgconn *c, const config *cfg, char *err, size_t errlen);
 
+/* How many of the partitions are registered, or -1 with err. */
+int group_registered(pgconn *c, const config *cfg, char *err, size_t errlen);
+
 /* Unregister every partition; the number unregistered or -1 with err. */
 int group_unregister(pgconn *c, const config *cfg, char *err, size_t errlen);
 
