@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "failed.h"
 #include "group.h"
+#include "group_layout.h"
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"

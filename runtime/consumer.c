@@ -173,6 +173,7 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		return PGQLUA_ERR_INTERNAL;
 	}
 	c->wake_r = c->wake_w = -1;
+	c->layout_gen = -1;
 	c->cfg = cfg;
 	if ((st = check_conninfo(cfg, err, errlen)) != PGQLUA_OK)
 		goto fail;

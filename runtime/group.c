@@ -4,6 +4,7 @@
  * claims and balance between batches (group_balance, for loop.c).
  */
 #include "group.h"
+#include "group_layout.h"
 #include "clock.h"
 #include "consumer_state.h"
 #include "log.h"
@@ -91,62 +92,6 @@ char *group_part_where(const config *cfg, int i, int *oom)
 	         cfg->event_filter ? "\n) and " : "", idx, i);
 	free(idx);
 	return s;
-}
-
-int group_layout_read(pgconn *c, const config *cfg, int *n, char *err, size_t errlen)
-{
-	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
-	PGresult *res;
-	*n = cfg->partitions;
-	if (cfg->partitions <= 0)
-		return 0;
-	res = pgconn_exec(c, "select partitions from pgqlua.group_layout where queue_name = $1 and consumer_name = $2",
-	                  2, p, err, errlen);
-	if (!res)
-		return strstr(err, "42P01") && pgconn_is_ok(c) ? 0 : -1;   /* installed before the table: the config's */
-	if (PQntuples(res) == 1)
-		*n = atoi(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	return 0;
-}
-
-int group_layout_apply(pgconn *c, config *cfg, char *err, size_t errlen)
-{
-	int n;
-	if (group_layout_read(c, cfg, &n, err, errlen) != 0)
-		return -1;
-	cfg->partitions = n;
-	return 0;
-}
-
-static int exec_cmd(pgconn *c, const char *sql, int n, const char *const *p, char *err, size_t errlen)
-{
-	PGresult *res = pgconn_exec(c, sql, n, p, err, errlen);
-	if (!res)
-		return -1;
-	PQclear(res);
-	return 0;
-}
-
-int group_layout_record(pgconn *c, const config *cfg, char *err, size_t errlen)
-{
-	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
-	char n[16];
-	const char *q[3] = {p[0], p[1], n};
-	snprintf(n, sizeof(n), "%d", cfg->partitions);
-	if (cfg->partitions <= 0)
-		return 0;
-	return exec_cmd(c,
-	                       "insert into pgqlua.group_layout (queue_name, consumer_name, partitions)"
-	                       " values ($1, $2, $3) on conflict do nothing",
-	                       3, q, err, errlen);
-}
-
-int group_layout_forget(pgconn *c, const config *cfg, char *err, size_t errlen)
-{
-	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
-	return exec_cmd(c, "delete from pgqlua.group_layout where queue_name = $1 and consumer_name = $2", 2,
-	                       p, err, errlen);
 }
 
 char *group_names_array(const config *cfg)
@@ -389,11 +334,14 @@ int group_follow_layout(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	int n, old = c->nparts;
-	if (group_layout_read(c->conn, c->cfg, &n, err, sizeof(err)) != 0) {
+	long long gen;
+	if (group_layout_read_gen(c->conn, c->cfg, &n, &gen, err, sizeof(err)) != 0) {
 		consumer_db_failure(c, "reading the group's layout", err);
 		return -1;
 	}
-	if (n == old || n <= 0)
+	if (c->layout_gen < 0 && n == old)
+		c->layout_gen = gen;   /* the first look: the layout this member started with */
+	if ((n == old && gen == c->layout_gen) || n <= 0)
 		return 0;
 	/* the old partitions are finished and unregistered: their claims
 	 * guard nothing any more */
@@ -406,6 +354,7 @@ int group_follow_layout(pgqlua_consumer *c)
 		snprintf(c->last_error, sizeof(c->last_error), "out of memory");
 		return -2;
 	}
+	c->layout_gen = gen;
 	log_info("group %s was resized from %d to %d partitions: taking up the new layout", c->cfg->consumer_name, old, n);
 	return 1;
 }

@@ -32,19 +32,6 @@ char *group_part_where(const config *cfg, int i, int *oom);
  * NULL when out of memory. */
 char *group_key_index_sql(const config *cfg, int n);
 
-/* The group's layout: how many partitions it has now.  `partitions:` is
- * the count `install` starts with; `pgqlua resize` changes it and records
- * it in pgqlua.group_layout, where members, status and the commands read
- * it (the config file keeps its first value).  group_layout_read sets *n
- * (cfg's own count when ungrouped, or when nothing is recorded); 0, or -1
- * with err.  group_layout_apply puts it into cfg->partitions. */
-int group_layout_read(pgconn *c, const config *cfg, int *n, char *err, size_t errlen);
-int group_layout_apply(pgconn *c, config *cfg, char *err, size_t errlen);
-/* install: record cfg's count unless one is recorded; unregister: forget
- * it.  0 or -1 with err. */
-int group_layout_record(pgconn *c, const config *cfg, char *err, size_t errlen);
-int group_layout_forget(pgconn *c, const config *cfg, char *err, size_t errlen);
-
 /* The PgQ consumers' names as a Postgres array literal ("{\"a\",\"b\"}"),
  * malloc'd; NULL when out of memory. */
 char *group_names_array(const config *cfg);

@@ -6,6 +6,7 @@
  */
 #include "monitor.h"
 #include "group.h"
+#include "group_layout.h"
 #include "pgconn.h"
 
 #include <signal.h>

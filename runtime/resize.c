@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "exitcode.h"
 #include "group.h"
+#include "group_layout.h"
 #include "schema.h"
 
 #include <poll.h>
@@ -248,7 +249,8 @@ static int move_group(resize *r, long long moved[3])
 		goto out;
 	snprintf(sql, len, "%d", r->to);
 	if (cmd(r, "select count(pgq.unregister_consumer($1, n)) from unnest($2::text[]) n", 2, p) != 0 ||
-	    cmd(r, "update pgqlua.group_layout set partitions = $3::int4, resizing_to = null, changed_at = now()"
+	    cmd(r, "update pgqlua.group_layout set partitions = $3::int4, resizing_to = null, changed_at = now(),"
+	           " generation = generation + 1"
 	           " where queue_name = $1 and consumer_name = $2", 3, (const char *[]){p[0], p[4], sql}) != 0)
 		goto out;
 	rc = 0;

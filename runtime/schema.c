@@ -64,7 +64,10 @@ static const char schema_sql[] =
 	" resizing_to int4,"
 	" paused_by_resize bool not null default false,"
 	" changed_at timestamptz not null default now(),"
-	" primary key (queue_name, consumer_name))";
+	" primary key (queue_name, consumer_name));"
+	/* one more at every resize: members see a layout change even when
+	 * the count came back to theirs (4 -> 6 -> 4) while they slept */
+	"alter table pgqlua.group_layout add column if not exists generation int8 not null default 0";
 
 /* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
 static const char wakeup_sql[] =
