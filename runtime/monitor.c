@@ -14,30 +14,44 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The target's last completed batch: the consumer's, or a group's
+ * partition furthest behind (each partition's tick in out->parts; 0:
+ * none completed yet).  cfg has the group's current partition count. */
 static void query_target(const config *cfg, monitor_info *out)
 {
 	pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
-	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	char *names = group_names_array(cfg), err[512];
+	const char *p[2] = {cfg->queue_name, names};
 	PGresult *res = NULL;
-	char err[512];
+	int rows;
 
 	out->has_target = 1;
 	out->target_batch = -1;
-	if (!t || pgconn_connect(t, err, sizeof(err)) != 0 ||
+	if (!t || !names || pgconn_connect(t, err, sizeof(err)) != 0 ||
 	    !(res = pgconn_exec(t,
-	                        "select batch_id, tick_id, extract(epoch from now() - completed_at)::float8"
-	                        " from pgqlua.remote_batch where queue_name = $1 and consumer_name = $2",
+	                        "select r.batch_id, r.tick_id, extract(epoch from now() - r.completed_at)::float8, p.i - 1"
+	                        " from unnest($2::text[]) with ordinality p(name, i)"
+	                        " join pgqlua.remote_batch r on r.queue_name = $1 and r.consumer_name = p.name"
+	                        " order by r.tick_id, p.i",
 	                        2, p, err, sizeof(err)))) {
-		snprintf(out->target_error, sizeof(out->target_error), "%s", t ? err : "out of memory");
+		snprintf(out->target_error, sizeof(out->target_error), "%s", t && names ? err : "out of memory");
 		goto done;
 	}
 	out->target_batch = 0;
-	if (PQntuples(res) == 1) {
+	rows = PQntuples(res);
+	/* a partition without a row has completed nothing: the group's is 0 */
+	if (rows > 0 && rows == (out->nparts > 0 ? out->nparts : 1)) {
 		out->target_batch = atoll(PQgetvalue(res, 0, 0));
 		out->target_tick = atoll(PQgetvalue(res, 0, 1));
 		out->target_age = atof(PQgetvalue(res, 0, 2));
 	}
+	for (int r = 0; r < rows && out->nparts > 0; r++) {
+		int i = atoi(PQgetvalue(res, r, 3));
+		if (i >= 0 && i < out->nparts)
+			out->parts[i].target_tick = atoll(PQgetvalue(res, r, 1));
+	}
 done:
+	free(names);
 	PQclear(res);
 	pgconn_free(t);
 }
@@ -165,6 +179,8 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 			rc = -1;
 		if (rc == 0)
 			out->failed = atoll(PQgetvalue(res, 0, 0));
+		if (rc == 0 && cfg->target_db)
+			query_target(&now, out);
 		goto done;
 	}
 	res = pgconn_exec(c,

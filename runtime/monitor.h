@@ -16,6 +16,7 @@ typedef struct monitor_part {
 	double lag;
 	double last_seen;
 	long long pending;
+	long long target_tick;   /* a remote group: the tick of the target's last completed batch (0: none) */
 } monitor_part;
 
 typedef struct monitor_info {

@@ -172,7 +172,10 @@ static void print_json(const config *cfg, const status_view *v)
 				service_json_str(stdout, mp->owner);
 			else
 				printf("null");
-			printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld}", mp->lag, mp->last_seen, mp->pending);
+			printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld", mp->lag, mp->last_seen, mp->pending);
+			if (m->has_target && m->target_batch >= 0)
+				printf(",\"target_tick\":%lld", mp->target_tick);
+			printf("}");
 		}
 		printf("]");
 	}
@@ -232,7 +235,12 @@ static void print_text(const config *cfg, const status_view *v)
 	if (v->dbok && m->has_target) {
 		if (m->target_batch < 0)
 			printf("target: %s\n", m->target_error);
-		else
+		else if (m->nparts > 0) {
+			printf("target: the partitions' last completed batches at ticks");
+			for (int i = 0; i < m->nparts; i++)
+				printf("%s %lld", i ? "," : "", m->parts[i].target_tick);
+			printf("; source at tick %lld\n", m->last_tick);
+		} else
 			printf("target: last completed batch %lld (tick %lld, %.1fs ago); source at tick %lld\n",
 			       m->target_batch, m->target_tick, m->target_age, m->last_tick);
 	}

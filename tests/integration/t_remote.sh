@@ -156,6 +156,12 @@ for round in $(seq 1 16); do
 	fi
 done
 for p in 0 1 2 3; do wait_drained q_rgrp "c_rgrp.p${p}of4" 120 || fail "partition $p of the remote group did not drain"; done
+expect_match "status shows each partition's last batch in the target" \
+	"target: the partitions' last completed batches at ticks [1-9][0-9]*, [1-9][0-9]*, [1-9][0-9]*, [1-9][0-9]*; source at tick [0-9]+" \
+	"$("$PGQLUA" status "$WORK/c_rgrp.yaml" || true)"
+rg_ok() { out=$("$PGQLUA" check "$WORK/c_rgrp.yaml") && [[ "$out" =~ ^PGQLUA\ OK\ -\ .*target\ at\ batch\ [0-9]+\ \(tick\ [0-9]+\) ]]; }
+wait_until 60 rg_ok && ok "check of the remote group is OK (every partition owned again) and shows the target" \
+	|| fail "check of the remote group: $out"
 kill -TERM "$parent"; wait "$parent" || true
 total=$(sql "select 100 + sum(v) from rgrp_src")
 [ "$kills" -ge 6 ] && ok "remote group: $kills workers SIGKILLed while consuming" || fail "remote group: only $kills kills"
