@@ -359,6 +359,22 @@ int group_follow_layout(pgqlua_consumer *c)
 	return 1;
 }
 
+/* A member holding no partition is a standby (status shows it). */
+static void tell_role(pgqlua_consumer *c)
+{
+	int mine = 0;
+	for (int i = 0; i < c->nparts; i++)
+		mine += c->parts[i].claimed;
+	if (mine == 0 && !c->standby) {
+		log_info("member %s holds no partition of group %s: waiting", c->member, c->cfg->consumer_name);
+		consumer_tell(c, NOTE_STANDBY, NULL);
+		c->standby = 1;
+	} else if (mine > 0 && c->standby) {
+		consumer_tell(c, NOTE_ACTIVE, NULL);
+		c->standby = 0;
+	}
+}
+
 pgqlua_status group_balance(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
@@ -430,18 +446,7 @@ pgqlua_status group_balance(pgqlua_consumer *c)
 		}
 	}
 	group_view_free(&v);
-	if (st != PGQLUA_OK)
-		return st;
-	mine = 0;
-	for (int i = 0; i < n; i++)
-		mine += c->parts[i].claimed;
-	if (mine == 0 && !c->standby) {
-		log_info("member %s holds no partition of group %s: waiting", c->member, c->cfg->consumer_name);
-		consumer_tell(c, NOTE_STANDBY, NULL);
-		c->standby = 1;
-	} else if (mine > 0 && c->standby) {
-		consumer_tell(c, NOTE_ACTIVE, NULL);
-		c->standby = 0;
-	}
-	return PGQLUA_OK;
+	if (st == PGQLUA_OK)
+		tell_role(c);
+	return st;
 }
