@@ -6,7 +6,13 @@
 #  2. the cost of grouping with a no-op script: 8 partitions on one member
 #     against an ungrouped consumer, batches of about 1,000 and 10,000;
 #  3. failover: 3 members, 10 SIGKILLs of a member; the time until every
-#     partition has an owner again (median and max).
+#     partition has an owner again (median and max);
+#  4. resize: 4 members of 8 partitions with a no-op script while a
+#     producer inserts (200 events per transaction, 10 ms apart; the rate
+#     reached is printed); 6 resizes 8 -> 12 -> 8 ...:
+#     how long ticks were paused (median and max) and each resize's wall
+#     time.
+# SECTIONS="scaling cost failover resize" (the default) picks the parts.
 # Each rate is events / wall time from the start of `pgqlua run` to the last
 # partition's finish (process start and the first claims included).
 #
@@ -84,6 +90,10 @@ timed() {
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 
+SECTIONS=${SECTIONS:-scaling cost failover resize}
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+if section scaling; then
 echo "## scaling: pg_sleep(0.002) per event, 8 partitions, $E_SCALE events"
 base=""
 for m in 1 2 4; do
@@ -95,6 +105,9 @@ for m in 1 2 4; do
 	echo "members=$m seconds=$s events_per_s=$rate ratio=$(awk -v r="$rate" -v b="$base" 'BEGIN { printf "%.2f", r / b }')"
 done
 
+fi
+
+if section cost; then
 echo "## cost of grouping: no-op script, $E_COST events"
 for b in 1000 10000; do
 	config "cu$b" "q_cu$b" 0 1 'function process_event() end'
@@ -108,6 +121,9 @@ for b in 1000 10000; do
 	echo "batch=$b ungrouped_events_per_s=$ru grouped8_events_per_s=$rg ratio=$(awk -v a="$rg" -v b="$ru" 'BEGIN { printf "%.2f", a / b }')"
 done
 
+fi
+
+if section failover; then
 echo "## failover: 3 members, 8 partitions, 10 SIGKILLs"
 config fo q_fo 8 1 'function process_event() end'
 for m in 1 2 3; do sed "s#^pidfile: .*#pidfile: $WORK/fo$m.pid#" "$WORK/fo.yaml" > "$WORK/fo$m.yaml"; cp "$WORK/fo.lua" "$WORK/fo$m.lua"; sed -i "s#^script: .*#script: fo.lua#" "$WORK/fo$m.yaml"; done
@@ -134,3 +150,35 @@ for k in $(seq 1 10); do
 done
 printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "failover seconds: median=%.3f max=%.3f (n=%d)\n", (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[NR], NR }'
 for m in 1 2 3; do kill -TERM "${MP[$m]}" 2>/dev/null || true; done
+fi
+
+if section resize; then
+echo "## resize: 4 members, 8 <-> 12 partitions, no-op script, producer running"
+config rs q_rs 8 4 'function process_event() end'
+"$PGQLUA" run "$WORK/rs.yaml" >> "$WORK/rs.log" 2>&1 &
+rp=$!
+PIDS+=("$rp")
+psql -X -q -c "do \$\$ begin loop
+                 perform pgq.insert_event('q_rs', 'x', 'e' || g) from generate_series(1, 200) g; commit;
+                 perform pg_sleep(0.01);
+               end loop; end \$\$" > /dev/null 2>&1 &
+pp=$!
+PIDS+=("$pp")
+paused=() walls=()
+for k in 1 2 3 4 5 6; do
+	sleep 2
+	to=$((k % 2 ? 12 : 8))
+	t0=$(now)
+	out=$("$PGQLUA" resize "$WORK/rs.yaml" "$to" 2>&1)
+	t1=$(now)
+	paused+=("$(sed -n 's/.*ticks were paused for \([0-9.]*\)s.*/\1/p' <<< "$out")")
+	walls+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
+done
+kill "$pp" 2>/dev/null || true
+sql "select pg_cancel_backend(pid) from pg_stat_activity where query like 'do \$\$ begin loop%' and pid <> pg_backend_pid()" > /dev/null
+stats() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { printf "median=%.3f max=%.3f (n=%d)", (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[NR], NR }'; }
+echo "rate_events_per_s=$(sql "select round(count(*) / greatest(extract(epoch from max(ev_time) - min(ev_time)), 1)) from pgq.event_$(sql "select queue_id from pgq.queue where queue_name = 'q_rs'")")"
+echo "ticks paused seconds: $(stats "${paused[@]}")"
+echo "resize wall seconds: $(stats "${walls[@]}")"
+kill -TERM "$rp"; wait "$rp" || true
+fi

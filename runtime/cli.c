@@ -68,6 +68,8 @@ static const cli_command commands[] = {
 	{"unregister", cmd_unregister, "unregister CONFIG", "unregister the consumer (its pending events are dropped by PgQ)", 1, ""},
 	{"failed", cmd_failed, "failed list|retry|delete CONFIG [ID...|all]",
 	 "show failed events, put them back into the queue for this consumer, or delete them", 1, ""},
+	{"resize", cmd_resize, "resize CONFIG M [--timeout SECS]",
+	 "move a consumer group to M partitions while it runs (nothing lost or doubled)", 1, "*"},
 	{"seek", cmd_seek, "seek CONFIG --tick N|--time TIMESTAMP|--latest [--yes]",
 	 "move a stopped consumer back to replay events or forward to skip them (--yes to skip)", 1, "*"},
 	{"peek", cmd_peek, "peek CONFIG [--limit N] [--json]",
@@ -372,7 +374,7 @@ int cli_main(int argc, char **argv)
 		a.command = argv[2];
 		first = 3;
 	}
-	if (cmd->run == cmd_seek || cmd->run == cmd_peek)
+	if (cmd->run == cmd_seek || cmd->run == cmd_peek || cmd->run == cmd_resize)
 		for (int i = first; i < argc; i++)
 			if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 				printf("Usage: pgqlua %s\n  %s\n", cmd->usage, cmd->help);

@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "failed.h"
 #include "group.h"
+#include "group_layout.h"
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
@@ -18,17 +19,41 @@
 #include "pgq.h"
 #include "pgqlua.h"
 #include "remote.h"
+#include "resize.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Register (or unregister) the consumer, or every partition of a group
- * (all at one tick).  How many changed, or -1 with err. */
-static int register_consumer(pgconn *c, const config *cfg, int reg, char *err, size_t errlen)
+ * (all at one tick, as many as its layout has now: a resize may have
+ * changed the config's count).  How many changed, or -1 with err. */
+static int register_consumer(pgconn *c, config *cfg, int reg, char *err, size_t errlen)
 {
-	if (cfg->partitions > 0)
-		return reg ? group_register(c, cfg, err, errlen) : group_unregister(c, cfg, err, errlen);
+	int n, configured = cfg->partitions;
+	if (cfg->partitions > 0 && group_layout_apply(c, cfg, err, errlen) != 0)
+		return -1;
+	if (cfg->partitions > 0 && reg && cfg->partitions != configured) {
+		/* a layout none of whose partitions is registered (the queue was
+		 * dropped and made again) is forgotten: the config's count holds */
+		if ((n = group_registered(c, cfg, err, errlen)) < 0)
+			return -1;
+		if (n == 0) {
+			if (group_layout_forget(c, cfg, err, errlen) != 0)
+				return -1;
+			cfg->partitions = configured;
+		}
+	}
+	if (cfg->partitions > 0 && reg)
+		return group_register(c, cfg, err, errlen);
+	if (cfg->partitions > 0) {
+		/* the layout goes with the last partition (nothing to forget
+		 * when the table was never installed) */
+		if ((n = group_unregister(c, cfg, err, errlen)) >= 0 && group_layout_forget(c, cfg, err, errlen) != 0 &&
+		    !strstr(err, "42P01"))
+			return -1;
+		return n;
+	}
 	return reg ? pgq_register(c, cfg->queue_name, cfg->consumer_name, err, errlen)
 	           : pgq_unregister(c, cfg->queue_name, cfg->consumer_name, err, errlen);
 }
@@ -74,6 +99,10 @@ int cmd_install(cli_args *a)
 	print_registered(cfg, r);
 	if (schema_install(c, err, sizeof(err)) != 0) {
 		fprintf(stderr, "pgqlua: creating schema pgqlua: %s\n", err);
+		goto out;
+	}
+	if (group_layout_record(c, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: recording the group's layout: %s\n", err);
 		goto out;
 	}
 	printf("schema pgqlua: ready\n");
@@ -202,6 +231,52 @@ int cmd_failed(cli_args *a)
 	} else if (nids > 0 && n < nids)
 		rc = EXIT_PARTIAL;
 out:
+	pgconn_free(c);
+	config_free(cfg);
+	return rc;
+}
+
+/* resize CONFIG M [--timeout SECS] */
+int cmd_resize(cli_args *a)
+{
+	config *cfg;
+	pgconn *c = NULL;
+	double timeout = 60;
+	long to = 0;
+	int rc, have_to = 0;
+
+	for (int i = 0; i < a->npos; i++) {
+		const char *arg = a->pos[i];
+		char *end;
+		if (strcmp(arg, "--timeout") == 0 || strncmp(arg, "--timeout=", 10) == 0) {
+			const char *v = arg[9] == '=' ? arg + 10 : i + 1 < a->npos ? a->pos[++i] : "";
+			timeout = strtod(v, &end);
+			if (end == v || *end || timeout <= 0)
+				return cli_usage_error("resize: --timeout \"%s\" is not a positive number of seconds", v);
+		} else if (arg[0] == '-')
+			return cli_usage_error("resize: unknown option \"%s\"", arg);
+		else if (!have_to) {
+			errno = 0;
+			to = strtol(arg, &end, 10);
+			if (errno || end == arg || *end || to < 1 || to > CONFIG_PARTITIONS_MAX) {
+				fprintf(stderr, "pgqlua: resize: \"%s\" is not a number of partitions (1 to %d) (see pgqlua --help)\n",
+				        arg, CONFIG_PARTITIONS_MAX);
+				return EXIT_USAGE;
+			}
+			have_to = 1;
+		} else
+			return cli_usage_error("resize: unexpected argument \"%s\"", arg);
+	}
+	if (!a->config || !have_to)
+		return cli_usage_error("resize: give CONFIG and the new number of partitions%s", "");
+	if ((rc = service_load_config(a->config, &cfg)) != 0)
+		return rc;
+	if (cfg->partitions <= 0) {
+		fprintf(stderr, "pgqlua: resize: %s: consumer %s is not a group (no partitions: key)\n", cfg->path,
+		        cfg->consumer_name);
+		rc = EXIT_CONFIG;
+	} else if ((rc = cli_connect_config(cfg, &c)) == 0)
+		rc = resize_group(c, cfg, (int)to, timeout, stdout);
 	pgconn_free(c);
 	config_free(cfg);
 	return rc;

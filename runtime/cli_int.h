@@ -31,5 +31,6 @@ int cmd_install(cli_args *a);
 int cmd_register(cli_args *a);
 int cmd_unregister(cli_args *a);
 int cmd_failed(cli_args *a);
+int cmd_resize(cli_args *a);
 
 #endif

@@ -26,7 +26,7 @@ static const cfg_key cfg_keys[] = {
 	{"timezone", CFG_STR, OFF(timezone), "UTC", 0, 1, "TimeZone of every connection the runtime opens: ev.time and the batch's tick times are shown in it"},
 	{"remote_mode", CFG_REMOTE_MODE, OFF(remote_event_mode), "batch", 0, 0, "remote consumer: batch (one target transaction per batch) or event (one per event)"},
 	{"event_filter", CFG_STR, OFF(event_filter), NULL, 0, 1, "SQL boolean expression over ev_id, ev_type, ev_data, ev_extra1..4: only matching events are read, on the server (unset: all)"},
-	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer)"},
+	{"partitions", CFG_INT, OFF(partitions), "0", 0, 1, "a consumer group: this many partitions, each a PgQ consumer NAME.pIofN shared among the members (0: one ungrouped consumer); the count install starts with (pgqlua resize changes it in the database)"},
 	{"partition_key", CFG_STR, OFF(partition_key), NULL, 0, 1, "SQL expression over the event's columns: events with equal keys go to one partition, in order (unset: table and primary key of pgq's trigger events, else ev_id)"},
 	{"workers", CFG_INT, OFF(workers), "1", 0, 1, "`run` and `start` run this many worker processes under the one supervising parent: members of the group (partitions), or hot standbys of one consumer"},
 	{"tcp_keepalive", CFG_SECONDS, OFF(tcp_keepalive), "10", 0, 0, "seconds of silence before the server probes a consumer's TCP connection (3 probes, a third of it apart): a lost machine's claims are freed within about twice this (0: the server's settings)"},

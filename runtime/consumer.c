@@ -137,6 +137,17 @@ static void free_parts(pgqlua_consumer *c)
 	c->parts = NULL;
 }
 
+int consumer_parts_reset(pgqlua_consumer *c, int partitions)
+{
+	free_parts(c);
+	c->cfg->partitions = partitions;
+	c->rr = 0;
+	c->part = NULL;
+	c->unowned_since = 0;
+	c->next_balance = 0;
+	return open_parts(c, c->cfg);
+}
+
 static int open_wake_pipe(pgqlua_consumer *c)
 {
 	int fds[2];
@@ -186,15 +197,11 @@ pgqlua_status consumer_open_config(config *cfg, pgqlua_consumer **out, char *err
 		return PGQLUA_ERR_INTERNAL;
 	}
 	c->wake_r = c->wake_w = -1;
+	c->layout_gen = -1;
 	c->cfg = cfg;
 	if ((st = check_conninfo(cfg, err, errlen)) != PGQLUA_OK)
 		goto fail;
 	st = PGQLUA_ERR_INTERNAL;
-	if (cfg->partitions > 0 && cfg->target_db) {
-		snprintf(err, errlen, "%s: partitions: a remote consumer (target_db) cannot be a group yet", cfg->path);
-		st = PGQLUA_ERR_CONFIG;
-		goto fail;
-	}
 	if (open_parts(c, cfg) != 0 || open_wake_pipe(c) != 0 || !(c->conn = pgconn_new(cfg->db, cfg->timezone)) || !(c->target = target_new(cfg)) ||
 	    !(c->db = ldb_new())) {
 		snprintf(err, errlen, "out of memory or file descriptors");

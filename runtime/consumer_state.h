@@ -65,6 +65,7 @@ struct pgqlua_consumer {
 	char member[64];           /* a group member's name: HOST:PID */
 	double next_balance;       /* monotonic: the next look at the group's owners */
 	double unowned_since;      /* monotonic: a partition has had no owner since */
+	long long layout_gen;      /* the group layout's generation the parts follow; -1: not read yet */
 	const pgq_cursor_guard *guard; /* the open batch's cursor; NULL between batches */
 	int listening;             /* LISTEN pgqlua_tick is active on conn */
 	int standby;               /* another instance holds it (a group: no partition held): waiting */
@@ -90,6 +91,11 @@ void consumer_apply_settings(pgqlua_consumer *c, const config *cfg);
  * connections.  Returns PGQLUA_ERR_DB. */
 pgqlua_status consumer_db_failure(pgqlua_consumer *c, const char *what, const char *err);
 
+/* A group's layout changed (a resize): drop the partitions (no claim may
+ * be held on them any more) and take up `partitions` of them, unclaimed.
+ * 0, or -1 out of memory. */
+int consumer_parts_reset(pgqlua_consumer *c, int partitions);
+
 /* loop.c */
 int consumer_connect(pgqlua_consumer *c);
 
@@ -99,5 +105,9 @@ int consumer_connect(pgqlua_consumer *c);
 pgqlua_status group_balance(pgqlua_consumer *c);
 /* The connection is new: no claim is held any more. */
 void group_claims_lost(pgqlua_consumer *c);
+/* Read the group's layout and, when a resize changed it, give up every
+ * claim and take up the new partitions (between batches).  1 changed, 0
+ * not, -1 on a database failure (c->last_error), -2 out of memory. */
+int group_follow_layout(pgqlua_consumer *c);
 
 #endif

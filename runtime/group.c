@@ -4,6 +4,7 @@
  * claims and balance between batches (group_balance, for loop.c).
  */
 #include "group.h"
+#include "group_layout.h"
 #include "clock.h"
 #include "consumer_state.h"
 #include "log.h"
@@ -52,11 +53,22 @@ char *group_part_name(const config *cfg, int i)
 	return s;
 }
 
-char *group_part_where(const config *cfg, int i, int *oom)
+char *group_key_index_sql(const config *cfg, int n)
 {
 	const char *key = cfg->partition_key ? cfg->partition_key : default_key;
+	size_t len = strlen(key) + 96;
+	char *s = malloc(len);
+	/* hashtext is an int4: shifted to 0 .. 2^32-1 before the modulo; a
+	 * NULL key goes to partition 0.  The newlines end `--` comments. */
+	if (s)
+		snprintf(s, len, "coalesce(mod(hashtext((\n%s\n)::text)::int8 + 2147483648, %d), 0)", key, n);
+	return s;
+}
+
+char *group_part_where(const config *cfg, int i, int *oom)
+{
 	size_t n;
-	char *s;
+	char *s, *idx;
 
 	*oom = 0;
 	if (cfg->partitions <= 0 && !cfg->event_filter)
@@ -66,16 +78,19 @@ char *group_part_where(const config *cfg, int i, int *oom)
 			*oom = 1;
 		return s;
 	}
-	/* hashtext is an int4: shifted to 0 .. 2^32-1 before the modulo; a
-	 * NULL key goes to partition 0.  The newlines end `--` comments. */
-	n = strlen(key) + (cfg->event_filter ? strlen(cfg->event_filter) : 0) + 160;
-	if (!(s = malloc(n))) {
+	if (!(idx = group_key_index_sql(cfg, cfg->partitions))) {
 		*oom = 1;
 		return NULL;
 	}
-	snprintf(s, n, "%s%s%scoalesce(mod(hashtext((\n%s\n)::text)::int8 + 2147483648, %d), 0) = %d",
-	         cfg->event_filter ? "(\n" : "", cfg->event_filter ? cfg->event_filter : "",
-	         cfg->event_filter ? "\n) and " : "", key, cfg->partitions, i);
+	n = strlen(idx) + (cfg->event_filter ? strlen(cfg->event_filter) : 0) + 32;
+	if (!(s = malloc(n))) {
+		free(idx);
+		*oom = 1;
+		return NULL;
+	}
+	snprintf(s, n, "%s%s%s%s = %d", cfg->event_filter ? "(\n" : "", cfg->event_filter ? cfg->event_filter : "",
+	         cfg->event_filter ? "\n) and " : "", idx, i);
+	free(idx);
 	return s;
 }
 
@@ -143,6 +158,16 @@ int group_register(pgconn *c, const config *cfg, char *err, size_t errlen)
 	                        "  (select max(tick_id) from pgq.tick t join q on t.tick_queue = q.queue_id)) tick)"
 	                        " select count(pgq.register_consumer_at($1, n, (select tick from at)))"
 	                        " from unnest($2::text[]) n where n not in (select co_name from have)",
+	                        err, errlen);
+}
+
+int group_registered(pgconn *c, const config *cfg, char *err, size_t errlen)
+{
+	return names_exec_count(c, cfg,
+	                        "select count(*) from pgq.subscription s"
+	                        " join pgq.consumer co on co.co_id = s.sub_consumer"
+	                        " join pgq.queue q on q.queue_id = s.sub_queue"
+	                        " where q.queue_name = $1 and co.co_name = any($2::text[])",
 	                        err, errlen);
 }
 
@@ -305,20 +330,69 @@ static pgqlua_status give_up(pgqlua_consumer *c, int members, const char *why)
 	return PGQLUA_OK;
 }
 
+int group_follow_layout(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	int n, old = c->nparts;
+	long long gen;
+	if (group_layout_read_gen(c->conn, c->cfg, &n, &gen, err, sizeof(err)) != 0) {
+		consumer_db_failure(c, "reading the group's layout", err);
+		return -1;
+	}
+	if (c->layout_gen < 0 && n == old)
+		c->layout_gen = gen;   /* the first look: the layout this member started with */
+	if ((n == old && gen == c->layout_gen) || n <= 0)
+		return 0;
+	/* the old partitions are finished and unregistered: their claims
+	 * guard nothing any more */
+	for (int i = 0; i < c->nparts; i++)
+		if (c->parts[i].claimed && pgq_release(c->conn, c->cfg->queue_name, c->parts[i].name, err, sizeof(err)) != 0) {
+			consumer_db_failure(c, "giving up a partition of the old layout", err);
+			return -1;
+		}
+	if (consumer_parts_reset(c, n) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "out of memory");
+		return -2;
+	}
+	c->layout_gen = gen;
+	log_info("group %s was resized from %d to %d partitions: taking up the new layout", c->cfg->consumer_name, old, n);
+	return 1;
+}
+
+/* A member holding no partition is a standby (status shows it). */
+static void tell_role(pgqlua_consumer *c)
+{
+	int mine = 0;
+	for (int i = 0; i < c->nparts; i++)
+		mine += c->parts[i].claimed;
+	if (mine == 0 && !c->standby) {
+		log_info("member %s holds no partition of group %s: waiting", c->member, c->cfg->consumer_name);
+		consumer_tell(c, NOTE_STANDBY, NULL);
+		c->standby = 1;
+	} else if (mine > 0 && c->standby) {
+		consumer_tell(c, NOTE_ACTIVE, NULL);
+		c->standby = 0;
+	}
+}
+
 pgqlua_status group_balance(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	double now = clock_mono();
-	int n = c->nparts, members, mine = 0, min = n, max = 0, hi, lo, unowned = 0, first_max = 1;
+	int n = c->nparts, members, mine = 0, min, max = 0, hi, lo, unowned = 0, first_max = 1, r0;
 	group_view v;
 	pgqlua_status st = PGQLUA_OK;
 
 	if (now < c->next_balance)
 		return PGQLUA_OK;
 	c->next_balance = now + BALANCE_PERIOD;
+	if ((r0 = group_follow_layout(c)) < 0)
+		return r0 == -1 ? PGQLUA_ERR_DB : PGQLUA_ERR_INTERNAL;
+	n = c->nparts;
 	if (group_view_read(c->conn, c->cfg, &v, err, sizeof(err)) != 0)
 		return consumer_db_failure(c, "reading the group's members and owners", err);
 	c->polled = 1;
+	min = n;
 	for (int i = 0; i < n; i++) {
 		mine += c->parts[i].claimed;
 		unowned += !v.owner[i];
@@ -372,18 +446,7 @@ pgqlua_status group_balance(pgqlua_consumer *c)
 		}
 	}
 	group_view_free(&v);
-	if (st != PGQLUA_OK)
-		return st;
-	mine = 0;
-	for (int i = 0; i < n; i++)
-		mine += c->parts[i].claimed;
-	if (mine == 0 && !c->standby) {
-		log_info("member %s holds no partition of group %s: waiting", c->member, c->cfg->consumer_name);
-		consumer_tell(c, NOTE_STANDBY, NULL);
-		c->standby = 1;
-	} else if (mine > 0 && c->standby) {
-		consumer_tell(c, NOTE_ACTIVE, NULL);
-		c->standby = 0;
-	}
-	return PGQLUA_OK;
+	if (st == PGQLUA_OK)
+		tell_role(c);
+	return st;
 }

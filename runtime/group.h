@@ -27,6 +27,11 @@ char *group_part_name(const config *cfg, int i);
  * with *oom 0 when every event is read. */
 char *group_part_where(const config *cfg, int i, int *oom);
 
+/* SQL for the partition (0 .. n-1) of the event whose columns are in
+ * scope, among n partitions: partition_key hashed (NULL: 0).  malloc'd;
+ * NULL when out of memory. */
+char *group_key_index_sql(const config *cfg, int n);
+
 /* The PgQ consumers' names as a Postgres array literal ("{\"a\",\"b\"}"),
  * malloc'd; NULL when out of memory. */
 char *group_names_array(const config *cfg);
@@ -35,6 +40,9 @@ char *group_names_array(const config *cfg);
  * queue's latest, or the earliest of the partitions already registered),
  * in one transaction.  The number newly registered, or -1 with err. */
 int group_register(pgconn *c, const config *cfg, char *err, size_t errlen);
+
+/* How many of the partitions are registered, or -1 with err. */
+int group_registered(pgconn *c, const config *cfg, char *err, size_t errlen);
 
 /* Unregister every partition; the number unregistered or -1 with err. */
 int group_unregister(pgconn *c, const config *cfg, char *err, size_t errlen);

@@ -263,6 +263,13 @@ static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 		break;
 	}
 	p->next_known = NEXT_UNKNOWN;
+	if (r == PGQ_ERROR && c->grouped && pgconn_is_ok(c->conn)) {
+		/* a resize unregisters the old partitions: once the layout has
+		 * changed, that is no failure (p is gone; the new ones come next) */
+		int changed = group_follow_layout(c);
+		if (changed != 0)
+			return changed > 0 ? PGQLUA_OK : changed == -1 ? PGQLUA_ERR_DB : PGQLUA_ERR_INTERNAL;
+	}
 	if (r == PGQ_ERROR)
 		return consumer_db_failure(c, "pgq.next_batch_custom", err);
 	c->polled = 1;
@@ -272,6 +279,7 @@ static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 	if (c->grouped)
 		log_debug("partition %s: batch %lld", p->name, b.batch_id);
 	c->part = p;
+	target_set_consumer(c->target, p->name);
 	st = batch_run(c, &b);
 	c->part = NULL;
 	free(b.sql);
@@ -348,6 +356,8 @@ static pgqlua_status check_start(pgqlua_consumer *c)
 {
 	char err[PGCONN_ERR_LEN];
 	if (consumer_connect(c) != 0)
+		return PGQLUA_ERR_DB;
+	if (c->grouped && group_follow_layout(c) < 0)
 		return PGQLUA_ERR_DB;
 	for (int i = 0; i < c->nparts; i++)
 		if (pgq_check_registered(c->conn, c->cfg->queue_name, c->parts[i].name, err, sizeof(err)) != PGQ_DONE) {

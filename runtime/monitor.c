@@ -6,6 +6,7 @@
  */
 #include "monitor.h"
 #include "group.h"
+#include "group_layout.h"
 #include "pgconn.h"
 
 #include <signal.h>
@@ -13,30 +14,44 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The target's last completed batch: the consumer's, or a group's
+ * partition furthest behind (each partition's tick in out->parts; 0:
+ * none completed yet).  cfg has the group's current partition count. */
 static void query_target(const config *cfg, monitor_info *out)
 {
 	pgconn *t = pgconn_new(cfg->target_db, cfg->timezone);
-	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	char *names = group_names_array(cfg), err[512];
+	const char *p[2] = {cfg->queue_name, names};
 	PGresult *res = NULL;
-	char err[512];
+	int rows;
 
 	out->has_target = 1;
 	out->target_batch = -1;
-	if (!t || pgconn_connect(t, err, sizeof(err)) != 0 ||
+	if (!t || !names || pgconn_connect(t, err, sizeof(err)) != 0 ||
 	    !(res = pgconn_exec(t,
-	                        "select batch_id, tick_id, extract(epoch from now() - completed_at)::float8"
-	                        " from pgqlua.remote_batch where queue_name = $1 and consumer_name = $2",
+	                        "select r.batch_id, r.tick_id, extract(epoch from now() - r.completed_at)::float8, p.i - 1"
+	                        " from unnest($2::text[]) with ordinality p(name, i)"
+	                        " join pgqlua.remote_batch r on r.queue_name = $1 and r.consumer_name = p.name"
+	                        " order by r.tick_id, p.i",
 	                        2, p, err, sizeof(err)))) {
-		snprintf(out->target_error, sizeof(out->target_error), "%s", t ? err : "out of memory");
+		snprintf(out->target_error, sizeof(out->target_error), "%s", t && names ? err : "out of memory");
 		goto done;
 	}
 	out->target_batch = 0;
-	if (PQntuples(res) == 1) {
+	rows = PQntuples(res);
+	/* a partition without a row has completed nothing: the group's is 0 */
+	if (rows > 0 && rows == (out->nparts > 0 ? out->nparts : 1)) {
 		out->target_batch = atoll(PQgetvalue(res, 0, 0));
 		out->target_tick = atoll(PQgetvalue(res, 0, 1));
 		out->target_age = atof(PQgetvalue(res, 0, 2));
 	}
+	for (int r = 0; r < rows && out->nparts > 0; r++) {
+		int i = atoi(PQgetvalue(res, r, 3));
+		if (i >= 0 && i < out->nparts)
+			out->parts[i].target_tick = atoll(PQgetvalue(res, r, 1));
+	}
 done:
+	free(names);
 	PQclear(res);
 	pgconn_free(t);
 }
@@ -46,6 +61,24 @@ void monitor_info_free(monitor_info *m)
 	free(m->parts);
 	m->parts = NULL;
 	m->nparts = 0;
+}
+
+/* A resize under way or interrupted (pgqlua.group_layout; nothing when
+ * the table is not there). */
+static void query_resize(pgconn *c, const config *cfg, monitor_info *out)
+{
+	const char *p[2] = {cfg->queue_name, cfg->consumer_name};
+	char err[256];
+	PGresult *res = pgconn_exec(c,
+	                            "select coalesce(l.resizing_to, 0), l.paused_by_resize and q.queue_ticker_paused"
+	                            " from pgqlua.group_layout l join pgq.queue q on q.queue_name = l.queue_name"
+	                            " where l.queue_name = $1 and l.consumer_name = $2",
+	                            2, p, err, sizeof(err));
+	if (res && PQntuples(res) == 1) {
+		out->resize_to = atoi(PQgetvalue(res, 0, 0));
+		out->resize_paused = PQgetvalue(res, 0, 1)[0] == 't';
+	}
+	PQclear(res);
 }
 
 /* A group: each partition's PgQ figures and owner, summed up in out. */
@@ -103,6 +136,7 @@ static int query_group(pgconn *c, const config *cfg, monitor_info *out, char *er
 			out->unowned++;
 	}
 	out->nmembers = v.nmembers;
+	query_resize(c, cfg, out);
 	for (int m = 0; m < v.nmembers && used < sizeof(out->members); m++) {
 		int w = snprintf(out->members + used, sizeof(out->members) - used, "%s%s", m ? ", " : "", v.members[m]);
 		if (w < 0)
@@ -131,7 +165,12 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 		goto done;
 	}
 	if (cfg->partitions > 0) {
-		rc = query_group(c, cfg, out, err, errlen);
+		/* the group's partitions as they are now (a resize may have
+		 * changed the config's count) */
+		config now = *cfg;
+		if (group_layout_read(c, cfg, &now.partitions, err, errlen) != 0)
+			goto done;
+		rc = query_group(c, &now, out, err, errlen);
 		if (rc == 0 && !(res = pgconn_exec(c,
 		                                   "select case when to_regclass('pgqlua.failed_event') is null then -1 else"
 		                                   " (select count(*) from pgqlua.failed_event f"
@@ -140,6 +179,8 @@ int monitor_query(const config *cfg, monitor_info *out, int *unreachable, char *
 			rc = -1;
 		if (rc == 0)
 			out->failed = atoll(PQgetvalue(res, 0, 0));
+		if (rc == 0 && cfg->target_db)
+			query_target(&now, out);
 		goto done;
 	}
 	res = pgconn_exec(c,
@@ -201,6 +242,49 @@ static int parse_number(const char *opt, const char *v, double *out)
 	return 0;
 }
 
+/* The state of one consumer's (or partition's) lag and last batch age;
+ * what it means goes into why (appended). */
+static int check_figures(double lag, double last_seen, double warn, double crit, char *why, size_t len)
+{
+	int lag_st = lag >= crit ? 2 : lag >= warn ? 1 : 0;
+	int seen_st = last_seen >= crit ? 2 : last_seen >= warn ? 1 : 0;
+	size_t n = strlen(why);
+	/* a stopped consumer makes both grow: say what it means */
+	if (seen_st)
+		snprintf(why + n, len - n, "%snot consuming: last batch %.0fs ago (a stopped consumer blocks PgQ's table rotation)",
+		         n ? "; " : "", last_seen);
+	else if (lag_st)
+		snprintf(why + n, len - n, "%slag %.0fs", n ? "; " : "", lag);
+	return lag_st > seen_st ? lag_st : seen_st;
+}
+
+/* A group: each partition on its own (the worst one decides), and a
+ * partition that no member holds is consumed by nobody: CRITICAL. */
+static int check_group(const config *cfg, const monitor_info *m, double warn, double crit, char *why, size_t len)
+{
+	int st = 0, lagging = 0;
+	size_t n;
+	for (int i = 0; i < m->nparts; i++) {
+		const monitor_part *mp = &m->parts[i];
+		int pst = mp->lag >= crit || mp->last_seen >= crit ? 2 : mp->lag >= warn || mp->last_seen >= warn ? 1 : 0;
+		if (!pst)
+			continue;
+		n = strlen(why);
+		snprintf(why + n, len - n, "%spartition %s.p%dof%d %s %.0fs", lagging ? ", " : "", cfg->consumer_name, i,
+		         m->nparts, mp->last_seen >= mp->lag ? "took no batch for" : "lags",
+		         mp->last_seen >= mp->lag ? mp->last_seen : mp->lag);
+		lagging++;
+		st = pst > st ? pst : st;
+	}
+	if (m->unowned > 0) {
+		n = strlen(why);
+		snprintf(why + n, len - n, "%s%d of %d partitions have no owner (%d members)", n ? "; " : "", m->unowned,
+		         m->nparts, m->nmembers);
+		st = 2;
+	}
+	return st;
+}
+
 int monitor_check(const config *cfg, int argc, const char *const *argv)
 {
 	static const char *const names[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
@@ -241,31 +325,15 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 		monitor_info_free(&m);
 		return 2;
 	}
+	st = m.nparts > 0 ? check_group(cfg, &m, warn, crit, why, sizeof(why))
+	                  : check_figures(m.lag, m.last_seen, warn, crit, why, sizeof(why));
 	{
-		int lag_st = m.lag >= crit ? 2 : m.lag >= warn ? 1 : 0;
-		int seen_st = m.last_seen >= crit ? 2 : m.last_seen >= warn ? 1 : 0;
+		size_t n = strlen(why);
 		int fail_st = fcrit > 0 && m.failed >= fcrit ? 2 : fwarn > 0 && m.failed >= fwarn ? 1 : 0;
-		size_t n = 0;
-		st = lag_st > seen_st ? lag_st : seen_st;
-		/* a stopped consumer makes both grow: say what it means */
-		if (seen_st)
-			n += (size_t)snprintf(why + n, sizeof(why) - n,
-			                      "not consuming: last batch %.0fs ago (a stopped consumer blocks PgQ's table rotation)",
-			                      m.last_seen);
-		else if (lag_st)
-			n += (size_t)snprintf(why + n, sizeof(why) - n, "lag %.0fs", m.lag);
 		if (fail_st) {
-			n += (size_t)snprintf(why + n, sizeof(why) - n, "%s%lld failed events", n ? "; " : "", m.failed);
+			snprintf(why + n, sizeof(why) - n, "%s%lld failed events", n ? "; " : "", m.failed);
 			if (fail_st > st)
 				st = fail_st;
-		}
-		/* a partition nobody holds is consumed by nobody */
-		if (m.nparts > 0 && m.unowned > 0 && n < sizeof(why)) {
-			int own_st = m.unowned == m.nparts ? 2 : 1;
-			snprintf(why + n, sizeof(why) - n, "%s%d of %d partitions have no owner (%d members)",
-			         n ? "; " : "", m.unowned, m.nparts, m.nmembers);
-			if (own_st > st)
-				st = own_st;
 		}
 	}
 	if (m.has_target) {
@@ -286,23 +354,47 @@ int monitor_check(const config *cfg, int argc, const char *const *argv)
 	return st;
 }
 
+/* A group's fields: each partition's lag and pending events. */
+static void munin_part_config(const config *cfg, int nparts)
+{
+	for (int i = 0; i < nparts; i++)
+		printf("p%d_lag.label %s.p%dof%d lag (s)\np%d_lag.info seconds since the last tick partition %d finished\n"
+		       "p%d_pending.label %s.p%dof%d pending\np%d_pending.info events after partition %d's position\n",
+		       i, cfg->consumer_name, i, nparts, i, i, i, cfg->consumer_name, i, nparts, i, i);
+}
+
+static void munin_unknown(int nparts)
+{
+	printf("lag.value U\nlast_seen.value U\npending.value U\nfailed.value U\n");
+	for (int i = 0; i < nparts; i++)
+		printf("p%d_lag.value U\np%d_pending.value U\n", i, i);
+}
+
 int monitor_munin(const config *cfg, const char *mode)
 {
 	monitor_info m;
 	char err[1024];
-	int unreachable;
+	int unreachable, nparts = cfg->partitions;
 
 	if (mode && strcmp(mode, "config") == 0) {
+		/* a group's partitions as the database has them (a resize changes
+		 * their number), else as the config says */
+		if (cfg->partitions > 0 && monitor_query(cfg, &m, &unreachable, err, sizeof(err)) == 0) {
+			nparts = m.nparts;
+			monitor_info_free(&m);
+		}
 		printf("graph_title pgqlua consumer %s on queue %s\n"
 		       "graph_category pgq\n"
 		       "graph_vlabel seconds / events\n"
 		       "graph_args --base 1000 --lower-limit 0\n"
-		       "graph_info Lag and last batch age of a PgQ consumer run by pgqlua, its pending and failed events.\n"
-		       "lag.label lag (s)\nlag.info seconds since the last tick the consumer finished\n"
+		       "graph_info Lag and last batch age of a PgQ consumer run by pgqlua, its pending and failed events%s.\n"
+		       "lag.label lag (s)\nlag.info seconds since the last tick the consumer finished%s\n"
 		       "last_seen.label last seen (s)\nlast_seen.info seconds since the consumer last took a batch\n"
 		       "pending.label pending events\npending.info events after the consumer's position\n"
 		       "failed.label failed events\nfailed.info events in pgqlua.failed_event\n",
-		       cfg->consumer_name, cfg->queue_name);
+		       cfg->consumer_name, cfg->queue_name, nparts > 0 ? "; a group: each partition's lag and pending events" : "",
+		       nparts > 0 ? " (the partition furthest behind)" : "");
+		munin_part_config(cfg, nparts);
 		return 0;
 	}
 	if (mode && strcmp(mode, "autoconf") == 0) {
@@ -321,16 +413,18 @@ int monitor_munin(const config *cfg, const char *mode)
 	}
 	if (monitor_query(cfg, &m, &unreachable, err, sizeof(err)) != 0) {
 		fprintf(stderr, "pgqlua: %s\n", err);
-		printf("lag.value U\nlast_seen.value U\npending.value U\nfailed.value U\n");
+		munin_unknown(nparts);
 		return 69;
 	}
 	if (!m.registered) {
-		printf("lag.value U\nlast_seen.value U\npending.value U\nfailed.value U\n");
+		munin_unknown(m.nparts);
 		monitor_info_free(&m);
 		return 0;
 	}
 	printf("lag.value %.3f\nlast_seen.value %.3f\npending.value %lld\nfailed.value %lld\n", m.lag,
 	       m.last_seen, m.pending, m.failed < 0 ? 0 : m.failed);
+	for (int i = 0; i < m.nparts; i++)
+		printf("p%d_lag.value %.3f\np%d_pending.value %lld\n", i, m.parts[i].lag, i, m.parts[i].pending);
 	monitor_info_free(&m);
 	return 0;
 }

@@ -16,6 +16,7 @@ typedef struct monitor_part {
 	double lag;
 	double last_seen;
 	long long pending;
+	long long target_tick;   /* a remote group: the tick of the target's last completed batch (0: none) */
 } monitor_part;
 
 typedef struct monitor_info {
@@ -38,6 +39,8 @@ typedef struct monitor_info {
 	int unowned;             /* partitions no member holds */
 	int nmembers;
 	char members[256];       /* their names, comma-separated (cut short) */
+	int resize_to;           /* a resize to this many partitions is under way or was interrupted (0: none) */
+	int resize_paused;       /* and the queue's ticker is paused by it */
 } monitor_info;
 
 /* Free what monitor_query allocated (a group's partitions). */

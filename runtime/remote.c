@@ -56,7 +56,20 @@ int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long l
 	                            2, p, err, errlen);
 	if (!res)
 		return -1;
-	*batch_id = PQntuples(res) ? atoll(PQgetvalue(res, 0, 0)) : 0;
+	*batch_id = PQntuples(res) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+	PQclear(res);
+	return 0;
+}
+
+int remote_add_consumer(pgconn *t, const char *queue, const char *consumer, char *err, size_t errlen)
+{
+	const char *p[2] = {queue, consumer};
+	PGresult *res = pgconn_exec(t,
+	                            "insert into pgqlua.remote_batch (queue_name, consumer_name, batch_id, tick_id)"
+	                            " values ($1, $2, 0, 0) on conflict do nothing",
+	                            2, p, err, errlen);
+	if (!res)
+		return -1;
 	PQclear(res);
 	return 0;
 }

@@ -14,12 +14,17 @@
 /* Create schema pgqlua's tracking tables in the target (idempotent). */
 int remote_install_schema(pgconn *t, char *err, size_t errlen);
 
-/* The last batch the target committed for queue/consumer (0: none).  In
+/* The last batch the target committed for queue/consumer (0: none; -1:
+ * the consumer has no row yet, see remote_add_consumer).  In
  * a transaction, its row stays locked until the end: an instance that
  * took over the consumer waits for the old one's target COMMIT and then
  * sees its batch. */
 int remote_last_batch(pgconn *t, const char *queue, const char *consumer, long long *batch_id,
                       char *err, size_t errlen);
+
+/* Give queue/consumer its row (batch 0) unless it has one, committed at
+ * once (outside a transaction): from then on remote_last_batch locks it. */
+int remote_add_consumer(pgconn *t, const char *queue, const char *consumer, char *err, size_t errlen);
 
 /* Record an event's outcome in the target's open transaction: action is
  * "ok", "retry" or "failed"; delay for retry, reason for failed. */

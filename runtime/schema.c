@@ -52,7 +52,22 @@ static const char schema_sql[] =
 	" primary key (queue_name, consumer_name, ev_id));"
 	/* a group's partition: the PgQ consumer that took the event (NULL:
 	 * consumer_name itself) */
-	"alter table pgqlua.failed_event add column if not exists pgq_consumer text";
+	"alter table pgqlua.failed_event add column if not exists pgq_consumer text;"
+	/* a group's current number of partitions (install records the
+	 * config's; `pgqlua resize` changes it, members follow between
+	 * batches); resizing_to: a resize under way, and whether the queue's
+	 * ticker is paused by it (it is resumed by the resize run again) */
+	"create table if not exists pgqlua.group_layout ("
+	" queue_name text not null,"
+	" consumer_name text not null,"
+	" partitions int4 not null check (partitions > 0),"
+	" resizing_to int4,"
+	" paused_by_resize bool not null default false,"
+	" changed_at timestamptz not null default now(),"
+	" primary key (queue_name, consumer_name));"
+	/* one more at every resize: members see a layout change even when
+	 * the count came back to theirs (4 -> 6 -> 4) while they slept */
+	"alter table pgqlua.group_layout add column if not exists generation int8 not null default 0";
 
 /* wake-up: a NOTIFY with the queue's name when PgQ records a tick */
 static const char wakeup_sql[] =

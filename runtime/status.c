@@ -15,12 +15,19 @@
 #include <string.h>
 #include <time.h>
 
+/* One worker of a `workers: K` run, from its state file. */
+typedef struct status_worker {
+	char pid[32], restarts[32], role[16];
+} status_worker;
+
 /* What status shows. */
 typedef struct status_view {
 	int running;
 	pid_t pid;
 	char started[32], script[PATH_MAX], loaded[32], reload_at[32], reload[600], role[16];
 	char wpid[32], wrestarts[32];
+	int nworkers;                 /* workers found: the first one's state, then PIDFILE.state.I */
+	status_worker workers[CONFIG_WORKERS_MAX];
 	int dbok;
 	monitor_info m;
 	char err[1024];
@@ -42,6 +49,48 @@ static void state_get(const char *state, const char *key, char *out, size_t len)
 }
 
 
+/* The state file's text (empty when missing); 0 when it was read. */
+static int state_read(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+	buf[0] = '\0';
+	if (!f)
+		return -1;
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return 0;
+}
+
+/* The other workers of a `workers: K` run: each keeps its own state file,
+ * PIDFILE.state.I (a worker being restarted may have none for a moment). */
+static void read_workers(const config *cfg, const char *statefile, status_view *v)
+{
+	char path[PATH_MAX + 32], state[8192];
+	status_worker *w = &v->workers[0];
+	snprintf(w->pid, sizeof(w->pid), "%s", v->wpid[0] ? v->wpid : "?");
+	snprintf(w->restarts, sizeof(w->restarts), "%s", v->wrestarts[0] ? v->wrestarts : "0");
+	snprintf(w->role, sizeof(w->role), "%s", v->role[0] ? v->role : "active");
+	v->nworkers = 1;
+	for (int i = 1; i < cfg->workers && i < CONFIG_WORKERS_MAX; i++) {
+		w = &v->workers[v->nworkers];
+		snprintf(path, sizeof(path), "%s.%d", statefile, i);
+		if (state_read(path, state, sizeof(state)) != 0)
+			continue;
+		state_get(state, "worker_pid", w->pid, sizeof(w->pid));
+		state_get(state, "worker_restarts", w->restarts, sizeof(w->restarts));
+		state_get(state, "role", w->role, sizeof(w->role));
+		if (!w->pid[0])
+			continue;
+		if (!w->restarts[0])
+			snprintf(w->restarts, sizeof(w->restarts), "0");
+		if (!w->role[0])
+			snprintf(w->role, sizeof(w->role), "active");
+		v->nworkers++;
+	}
+}
+
 static void read_view(const config *cfg, status_view *v)
 {
 	char pidfile[PATH_MAX], statefile[PATH_MAX + 8], state[8192] = "";
@@ -52,14 +101,8 @@ static void read_view(const config *cfg, status_view *v)
 	service_pidfile(cfg, pidfile, sizeof(pidfile));
 	snprintf(statefile, sizeof(statefile), "%s.state", pidfile);
 	v->running = daemon_pidfile_running(pidfile, &v->pid);
-	if (v->running) {
-		FILE *f = fopen(statefile, "r");
-		if (f) {
-			size_t n = fread(state, 1, sizeof(state) - 1, f);
-			state[n] = '\0';
-			fclose(f);
-		}
-	}
+	if (v->running)
+		(void)state_read(statefile, state, sizeof(state));
 	state_get(state, "started_at", v->started, sizeof(v->started));
 	state_get(state, "script", v->script, sizeof(v->script));
 	state_get(state, "script_loaded_at", v->loaded, sizeof(v->loaded));
@@ -68,6 +111,8 @@ static void read_view(const config *cfg, status_view *v)
 	state_get(state, "role", v->role, sizeof(v->role));
 	state_get(state, "worker_pid", v->wpid, sizeof(v->wpid));
 	state_get(state, "worker_restarts", v->wrestarts, sizeof(v->wrestarts));
+	if (v->running)
+		read_workers(cfg, statefile, v);
 	v->dbok = monitor_query(cfg, &v->m, &unreachable, v->err, sizeof(v->err)) == 0;
 }
 
@@ -93,6 +138,15 @@ static void print_json(const config *cfg, const status_view *v)
 		service_json_str(stdout, v->role[0] ? v->role : "active");
 		printf(",\"worker_pid\":%s,\"worker_restarts\":%s", v->wpid[0] ? v->wpid : "null",
 		       v->wrestarts[0] ? v->wrestarts : "0");
+		printf(",\"workers\":[");
+		for (int i = 0; i < v->nworkers; i++) {
+			const status_worker *w = &v->workers[i];
+			printf("%s{\"worker\":%d,\"pid\":%s,\"restarts\":%s,\"role\":", i ? "," : "", i,
+			       strcmp(w->pid, "?") ? w->pid : "null", w->restarts);
+			service_json_str(stdout, w->role);
+			printf("}");
+		}
+		printf("]");
 	}
 	if (v->dbok && m->registered)
 		printf(",\"registered\":true,\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld,\"failed\":%lld",
@@ -104,7 +158,12 @@ static void print_json(const config *cfg, const status_view *v)
 		service_json_str(stdout, v->err);
 	}
 	if (v->dbok && m->nparts > 0) {
-		printf(",\"members\":%d,\"unowned\":%d,\"partitions\":[", m->nmembers, m->unowned);
+		printf(",\"members\":%d,\"unowned\":%d,\"resizing_to\":", m->nmembers, m->unowned);
+		if (m->resize_to > 0)
+			printf("%d,\"ticker_paused_by_resize\":%s", m->resize_to, m->resize_paused ? "true" : "false");
+		else
+			printf("null");
+		printf(",\"partitions\":[");
 		for (int i = 0; i < m->nparts; i++) {
 			const monitor_part *mp = &m->parts[i];
 			printf("%s{\"partition\":%d,\"registered\":%s,\"owner\":", i ? "," : "", i,
@@ -113,7 +172,10 @@ static void print_json(const config *cfg, const status_view *v)
 				service_json_str(stdout, mp->owner);
 			else
 				printf("null");
-			printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld}", mp->lag, mp->last_seen, mp->pending);
+			printf(",\"lag\":%.3f,\"last_seen\":%.3f,\"pending\":%lld", mp->lag, mp->last_seen, mp->pending);
+			if (m->has_target && m->target_batch >= 0)
+				printf(",\"target_tick\":%lld", mp->target_tick);
+			printf("}");
 		}
 		printf("]");
 	}
@@ -137,7 +199,17 @@ static void print_text(const config *cfg, const status_view *v)
 		       : cfg->partitions > 0 ? "a group member holding no partition"
 		                             : "hot standby: another instance is active",
 		       (int)v->pid, age(v, v->started));
-		printf("worker: pid %s, %s restarts\n", v->wpid[0] ? v->wpid : "?", v->wrestarts[0] ? v->wrestarts : "0");
+		if (cfg->workers > 1) {
+			printf("workers: %d of %d running:", v->nworkers, cfg->workers);
+			for (int i = 0; i < v->nworkers; i++)
+				printf("%s pid %s (%s restarts, %s)", i ? "," : "", v->workers[i].pid, v->workers[i].restarts,
+				       strcmp(v->workers[i].role, "standby") != 0 ? "active"
+				       : cfg->partitions > 0                  ? "no partition"
+				                                              : "standby");
+			printf("\n");
+		} else
+			printf("worker: pid %s, %s restarts\n", v->wpid[0] ? v->wpid : "?",
+			       v->wrestarts[0] ? v->wrestarts : "0");
 		printf("script: %s (loaded %llds ago); last reload: %s\n", v->script, age(v, v->loaded),
 		       v->reload[0] ? v->reload : "none");
 	} else
@@ -152,6 +224,9 @@ static void print_text(const config *cfg, const status_view *v)
 	if (v->dbok && m->nparts > 0) {
 		printf("group: %d partitions, %d without an owner; %d members: %s\n", m->nparts, m->unowned,
 		       m->nmembers, m->nmembers ? m->members : "none");
+		if (m->resize_to > 0)
+			printf("group: a resize to %d partitions is under way or was interrupted%s\n", m->resize_to,
+			       m->resize_paused ? "; it paused the queue's ticker: if no resize runs, run `pgqlua resize` again" : "");
 		for (int i = 0; i < m->nparts; i++)
 			printf("  %s.p%dof%d: %s%s, lag %.1fs, last seen %.1fs ago, %lld pending events\n",
 			       cfg->consumer_name, i, m->nparts, m->parts[i].owner[0] ? "owner " : "no owner",
@@ -160,7 +235,12 @@ static void print_text(const config *cfg, const status_view *v)
 	if (v->dbok && m->has_target) {
 		if (m->target_batch < 0)
 			printf("target: %s\n", m->target_error);
-		else
+		else if (m->nparts > 0) {
+			printf("target: the partitions' last completed batches at ticks");
+			for (int i = 0; i < m->nparts; i++)
+				printf("%s %lld", i ? "," : "", m->parts[i].target_tick);
+			printf("; source at tick %lld\n", m->last_tick);
+		} else
 			printf("target: last completed batch %lld (tick %lld, %.1fs ago); source at tick %lld\n",
 			       m->target_batch, m->target_tick, m->target_age, m->last_tick);
 	}

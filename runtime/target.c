@@ -61,6 +61,11 @@ void target_configure(target *t, const config *cfg)
 		pgconn_set_prepare(t->conn, cfg->prepared_statements);
 }
 
+void target_set_consumer(target *t, const char *pgq_consumer)
+{
+	t->consumer = pgq_consumer;
+}
+
 const char *target_name(const target *t)
 {
 	return t->conn ? pgconn_safe_name(t->conn) : "";
@@ -111,6 +116,16 @@ target_batch target_begin(target *t, long long batch_id, char *err, size_t errle
 	if (pgconn_cmd(t->conn, "begin", err, errlen) != 0 ||
 	    remote_last_batch(t->conn, t->queue, t->consumer, &done, err, errlen) != 0)
 		return TARGET_ERROR;
+	if (done < 0) {
+		/* no row yet to lock: one is made (committed) first, so that two
+		 * instances (a group's member taking over a partition) serialize
+		 * on it from the very first batch */
+		pgq_rollback(t->conn);
+		if (remote_add_consumer(t->conn, t->queue, t->consumer, err, errlen) != 0 ||
+		    pgconn_cmd(t->conn, "begin", err, errlen) != 0 ||
+		    remote_last_batch(t->conn, t->queue, t->consumer, &done, err, errlen) != 0)
+			return TARGET_ERROR;
+	}
 	t->replaying = done == batch_id;
 	if (t->replaying)
 		log_info("the target already committed this batch: finishing it without running the script");

@@ -50,6 +50,11 @@ pgconn *target_conn(target *t, pgconn *source);
 /* Settings that follow the config (at start and after a reload). */
 void target_configure(target *t, const config *cfg);
 
+/* The PgQ consumer whose batch comes next: the consumer, or a group's
+ * partition; the target tracks batches under its name (each partition
+ * has its own last batch).  The name must outlive the batch. */
+void target_set_consumer(target *t, const char *pgq_consumer);
+
 /* (Re)connect if needed; quiet before the first batch (the caller
  * reports).  The start-up check reads the tracking table once. */
 int target_connect(target *t, int quiet, char *err, size_t errlen);

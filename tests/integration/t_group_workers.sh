@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # workers: K runs K members of a group under the one supervising parent of
-# `pgqlua run`: they share the partitions evenly, a SIGKILLed worker is
-# replaced by the parent and the partitions are shared again, a stop ends
-# them all, and `run --once` with several workers drains the queue and
-# exits 0.
+# `pgqlua run`: they share the partitions evenly, `status` lists every
+# worker, a partition whose member is stuck turns `check` WARNING (naming
+# it) and `munin` graphs each partition, a SIGKILLed worker is replaced by
+# the parent and the partitions are shared again, a stop ends them all, and
+# `run --once` with several workers drains the queue and exits 0.
 source "$(dirname "$0")/lib.sh"
 reset_queues q_grpw
 N=6
@@ -11,6 +12,7 @@ N=6
 sql "drop table if exists r_grpw; create table r_grpw (ev_id bigint, member text)"
 new_consumer q_grpw c_grpw '
 function process_event(ev, db)
+  if ev.data == "stall" then db:exec("select pg_advisory_xact_lock(4242)") end
   db:exec("insert into r_grpw values ($1, current_setting($2))", ev.id, "application_name")
 end' "partitions: $N
 workers: 3
@@ -40,6 +42,42 @@ sql "select pgq.insert_event('q_grpw', 'x', 'e' || g) from generate_series(1, 30
 drained_all || fail "q_grpw did not drain"
 expect_eq "every event applied once" "3000|3000" "$(sql "select count(*), count(distinct ev_id) from r_grpw")"
 expect_eq "all 3 workers consumed" "3" "$(sql "select count(distinct member) from r_grpw")"
+
+# ---- status, check and munin of the group
+st=$("$PGQLUA" status "$WORK/c_grpw.yaml" || true)
+expect_match "status lists the 3 workers with their pids" \
+	"workers: 3 of 3 running: pid [0-9]+ \(0 restarts, active\), pid [0-9]+ \(0 restarts, active\), pid [0-9]+ \(0 restarts, active\)" "$st"
+for w in $(pgrep -P "$parent"); do
+	[[ "$st" == *"pid $w "* ]] || fail "status does not list worker $w: $st"
+done
+expect_match "status --json lists the workers" '"workers":\[\{"worker":0,"pid":[0-9]+,"restarts":0,"role":"active"\},\{"worker":1,.*\{"worker":2,' \
+	"$("$PGQLUA" status --json "$WORK/c_grpw.yaml" || true)"
+expect_match "status shows each partition's owner, lag and pending events" \
+	"c_grpw\.p5of6: owner [^ ]+:[0-9]+, lag [0-9.]+s, last seen [0-9.]+s ago, [0-9]+ pending events" "$st"
+munin=$("$PGQLUA" munin "$WORK/c_grpw.yaml")
+expect_match "munin gives each partition's lag and pending events" "p0_lag\.value [0-9.]+.*p5_pending\.value [0-9]+" \
+	"$(tr '\n' ' ' <<< "$munin")"
+expect_match "munin config labels each partition's fields" "p5_lag\.label c_grpw\.p5of6 lag" \
+	"$("$PGQLUA" munin "$WORK/c_grpw.yaml" config)"
+# a member stuck in an event (it waits for a lock the test holds): its
+# partitions fall behind, the others go on
+psql -X -q -c "select pg_advisory_lock(4242)" -c "select pg_sleep(600)" > /dev/null 2>&1 &
+holder=$!
+CHILD_PIDS+=("$holder")
+wait_sql "the test holds the lock the stalled event waits for" \
+	"select count(*) from pg_locks where locktype = 'advisory' and objid = 4242 and granted" "1"
+sid=$(sql "select pgq.insert_event('q_grpw', 'x', 'stall')")
+stuck=$(sql "select mod(hashtext('$sid')::int8 + 2147483648, $N)")
+check_rc() { set +e; out=$("$PGQLUA" check "$WORK/c_grpw.yaml" -w "$(scaled 3)" -c 3600); rc=$?; set -e; }
+warned() { check_rc; [ "$rc" == 1 ]; }
+wait_until 60 warned && ok "a partition behind past -w turns check WARNING: $out" || fail "check did not warn: $rc $out"
+expect_match "check names the partition that is behind" "partition c_grpw\.p${stuck}of$N (lags|took no batch for) [0-9]+s" "$out"
+sql "select pg_terminate_backend($(sql "select pid from pg_locks where locktype = 'advisory' and objid = 4242 and granted and not exists (select 1 from pg_stat_activity a where a.pid = pg_locks.pid and a.application_name like 'pgqlua/%')"))" > /dev/null
+wait "$holder" 2>/dev/null || true
+drained_all || fail "q_grpw did not drain once the lock was released"
+healthy() { check_rc; [ "$rc" == 0 ]; }
+wait_until 60 healthy && ok "check is OK again once the partition caught up" || fail "check stayed at $rc: $out"
+sql "delete from r_grpw where ev_id = $sid" > /dev/null
 
 victim=$(pgrep -P "$parent" | head -1)
 kill -9 "$victim"

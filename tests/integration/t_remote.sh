@@ -5,7 +5,7 @@
 # target's backend terminated mid-batch: every event's effect lands in the
 # target exactly once.
 source "$(dirname "$0")/lib.sh"
-reset_queues q_rb q_re q_rpath q_rcrash q_rev
+reset_queues q_rb q_re q_rpath q_rcrash q_rev q_rgrp
 T="host=$PGHOST port=$PGPORT user=$PGUSER dbname=pgqlua_target"
 tsql() { psql -X -q -A -t -v ON_ERROR_STOP=1 -d pgqlua_target -c "$1"; }
 tsql "drop table if exists r_remote; create table r_remote (q text, ev_id bigint, data text, retry int)"
@@ -128,4 +128,48 @@ kill -TERM "$pid"; wait "$pid" || true
 expect_eq "after the target's backend was terminated 3 times, each event is in the target once" "$((before + 400))|$((before + 400))" \
 	"$(tsql "select count(*), count(distinct ev_id) from r_remote where q = 'q_rev'")"
 expect_match "the consumer reconnected to the target" "reconnected to the target" "$(cat "$WORK/c_rev.log")"
+
+# ---- a remote group: batches tracked in the target per partition
+tsql "drop table if exists r_rgrp; drop sequence if exists rgrp_seq; create sequence rgrp_seq;
+      create table r_rgrp (ev_id bigint, k text, retry int, seq bigint)"
+sql "drop table if exists rgrp_src; create table rgrp_src (id int primary key, v int)"
+new_consumer q_rgrp c_rgrp '
+function process_event(ev, db)
+  db:exec("insert into r_rgrp values ($1, $2, $3, nextval($4))", ev.id, pgq.urldecode(ev.data).id, ev.retry, "rgrp_seq")
+end' "target_db: \"$T\"
+partitions: 4
+workers: 2
+log_level: info"
+sql "create trigger rgrp_src_q after insert or update on rgrp_src for each row execute procedure pgq.logutriga('q_rgrp')"
+sql "insert into rgrp_src select g, 0 from generate_series(1, 100) g" > /dev/null
+"$PGQLUA" run "$WORK/c_rgrp.yaml" >> "$WORK/c_rgrp.log" 2>&1 &
+parent=$!
+CHILD_PIDS+=("$parent")
+kills=0
+for round in $(seq 1 16); do
+	before=$(tsql "select count(*) from r_rgrp")
+	sql "do \$\$ begin for j in 0 .. 4 loop update rgrp_src set v = v + 1 where id % 5 = j; commit; end loop; end \$\$" > /dev/null
+	if [ $((round % 2)) == 0 ]; then
+		wait_until 30 bash -c "[ \"\$(psql -XAtq -d pgqlua_target -c 'select count(*) from r_rgrp')\" -gt $before ]" || true
+		victim=$(pgrep -P "$parent" | shuf -n 1 || true)
+		[ -n "$victim" ] && kill -9 "$victim" 2>/dev/null && kills=$((kills + 1))
+	fi
+done
+for p in 0 1 2 3; do wait_drained q_rgrp "c_rgrp.p${p}of4" 120 || fail "partition $p of the remote group did not drain"; done
+expect_match "status shows each partition's last batch in the target" \
+	"target: the partitions' last completed batches at ticks [1-9][0-9]*, [1-9][0-9]*, [1-9][0-9]*, [1-9][0-9]*; source at tick [0-9]+" \
+	"$("$PGQLUA" status "$WORK/c_rgrp.yaml" || true)"
+rg_ok() { out=$("$PGQLUA" check "$WORK/c_rgrp.yaml") && [[ "$out" =~ ^PGQLUA\ OK\ -\ .*target\ at\ batch\ [0-9]+\ \(tick\ [0-9]+\) ]]; }
+wait_until 60 rg_ok && ok "check of the remote group is OK (every partition owned again) and shows the target" \
+	|| fail "check of the remote group: $out"
+kill -TERM "$parent"; wait "$parent" || true
+total=$(sql "select 100 + sum(v) from rgrp_src")
+[ "$kills" -ge 6 ] && ok "remote group: $kills workers SIGKILLed while consuming" || fail "remote group: only $kills kills"
+expect_eq "remote group: every one of the $total events is in the target exactly once" "$total|$total" \
+	"$(tsql "select count(*), count(distinct ev_id) from r_rgrp")"
+expect_eq "remote group: the events of every key that were not retried were applied in ev_id order" "0" \
+	"$(tsql "select count(*) from (select ev_id, lag(ev_id) over (partition by k order by seq) prev
+	                                from r_rgrp where retry = 0) x where prev > ev_id")"
+expect_eq "remote group: the target tracks each partition's last batch" "4" \
+	"$(tsql "select count(*) from pgqlua.remote_batch where queue_name = 'q_rgrp' and consumer_name like 'c\_rgrp.p_of4' and batch_id > 0")"
 finish
