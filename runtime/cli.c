@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "failed.h"
 #include "group.h"
+#include "group_layout.h"
 #include "log.h"
 #include "luatest.h"
 #include "monitor.h"
@@ -124,6 +125,19 @@ int cli_connect_config(const config *cfg, pgconn **out)
 	}
 	*out = c;
 	return 0;
+}
+
+/* Connected, with a group's partition count as its layout has it now (a
+ * resize may have changed the config's). */
+static int connect_layout(config *cfg, pgconn **out)
+{
+	char err[PGCONN_ERR_LEN];
+	int rc = cli_connect_config(cfg, out);
+	if (rc == 0 && cfg->partitions > 0 && group_layout_apply(*out, cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "pgqlua: reading the layout of group %s: %s\n", cfg->consumer_name, err);
+		rc = EXIT_DB;
+	}
+	return rc;
 }
 
 static int cmd_run(cli_args *a)
@@ -287,7 +301,7 @@ static int cmd_seek(cli_args *a)
 			goto out;
 		}
 	}
-	if ((rc = cli_connect_config(cfg, &c)) != 0)
+	if ((rc = connect_layout(cfg, &c)) != 0)
 		goto out;
 	rc = seek_consumer(c, cfg, to, set[0] ? vals[0] : vals[1], set[3], stdout);
 out:
@@ -311,7 +325,7 @@ static int cmd_peek(cli_args *a)
 		return cli_usage_error("peek: --limit \"%s\" is not a number from 1 to 1000000", vals[0]);
 	if ((rc = service_load_config(a->config, &cfg)) != 0)
 		return rc;
-	if ((rc = cli_connect_config(cfg, &c)) == 0)
+	if ((rc = connect_layout(cfg, &c)) == 0)
 		rc = peek_show(c, cfg, (int)limit, set[1], stdout);
 	pgconn_free(c);
 	config_free(cfg);

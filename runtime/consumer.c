@@ -137,6 +137,16 @@ static void free_parts(pgqlua_consumer *c)
 	c->parts = NULL;
 }
 
+/* Each partition's figures slot (its number's: a resize keeps counting in
+ * the same slots), and the layout the figures show. */
+static void attach_part_figures(pgqlua_consumer *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+		c->parts[i].fig = metrics_part_at(c->metrics, i);
+	if (c->grouped)
+		metrics_set_partitions(c->mworker, c->nparts);
+}
+
 int consumer_parts_reset(pgqlua_consumer *c, int partitions)
 {
 	free_parts(c);
@@ -145,7 +155,10 @@ int consumer_parts_reset(pgqlua_consumer *c, int partitions)
 	c->part = NULL;
 	c->unowned_since = 0;
 	c->next_balance = 0;
-	return open_parts(c, c->cfg);
+	if (open_parts(c, c->cfg) != 0)
+		return -1;
+	attach_part_figures(c);
+	return 0;
 }
 
 static int open_wake_pipe(pgqlua_consumer *c)
@@ -179,8 +192,7 @@ static pgqlua_status open_metrics(pgqlua_consumer *c, const config *cfg, char *e
 		return PGQLUA_OK;
 	c->metrics = m;
 	c->mworker = metrics_worker_at(m, worker);
-	for (int i = 0; i < c->nparts; i++)
-		c->parts[i].fig = metrics_part_at(m, i);
+	attach_part_figures(c);
 	return PGQLUA_OK;
 }
 

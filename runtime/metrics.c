@@ -45,6 +45,7 @@ struct metrics_part {
 
 struct metrics_worker {
 	_Atomic int up;                             /* connected and the script loaded */
+	_Atomic int partitions;                     /* the group's layout this worker follows */
 	_Atomic long long reloads_ok, reloads_failed;
 	_Atomic long long restarts;
 	_Atomic long long lua_memory;
@@ -53,7 +54,8 @@ struct metrics_worker {
 struct metrics {
 	metrics_worker *workers;   /* the slots: workers, then parts, in one area */
 	metrics_part *parts;
-	int nworkers, nparts;
+	int nworkers, nparts;      /* nparts: the count at start, partslots: room */
+	int partslots;
 	int grouped;
 	void *area;
 	size_t area_len;
@@ -91,7 +93,10 @@ metrics *metrics_new(const char *queue, const char *consumer, int nworkers, int 
 	m->nworkers = nworkers > 0 ? nworkers : 1;
 	m->nparts = nparts > 0 ? nparts : 1;
 	m->grouped = grouped;
-	m->area_len = sizeof(metrics_worker) * (size_t)m->nworkers + sizeof(metrics_part) * (size_t)m->nparts;
+	/* a group has room to grow: `pgqlua resize` changes its layout while
+	 * the parent, whose config keeps the first count, runs on */
+	m->partslots = grouped && m->nparts < METRICS_MAX_PARTITIONS ? METRICS_MAX_PARTITIONS : m->nparts;
+	m->area_len = sizeof(metrics_worker) * (size_t)m->nworkers + sizeof(metrics_part) * (size_t)m->partslots;
 	if (shared) {
 		m->area = mmap(NULL, m->area_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		if (m->area == MAP_FAILED)
@@ -147,7 +152,7 @@ metrics *metrics_attached(int *worker)
 
 metrics_part *metrics_part_at(metrics *m, int i)
 {
-	return m && i >= 0 && i < m->nparts ? &m->parts[i] : NULL;
+	return m && i >= 0 && i < m->partslots ? &m->parts[i] : NULL;
 }
 
 metrics_worker *metrics_worker_at(metrics *m, int i)
@@ -199,6 +204,25 @@ void metrics_set_db(metrics_part *p, double lag, double last_seen, long long pen
 	SET(p->pending, pending);
 	SET(p->failed_rows, failed_rows);
 	SET(p->db_known, 1);
+}
+
+void metrics_set_partitions(metrics_worker *w, int partitions)
+{
+	if (w)
+		SET(w->partitions, partitions);
+}
+
+/* How many partitions to show: the layout the workers follow (the
+ * largest, while a resize reaches them one by one), else the start's. */
+static int parts_shown(const metrics *m)
+{
+	int n = 0;
+	for (int i = 0; i < m->nworkers; i++) {
+		int p = GET(m->workers[i].partitions);
+		n = p > n ? p : n;
+	}
+	n = n > 0 ? n : m->nparts;
+	return n < m->partslots ? n : m->partslots;
 }
 
 void metrics_set_up(metrics_worker *w, int up, long long lua_memory)
@@ -321,7 +345,7 @@ static void family(text *t, const metrics *m, family_of of, const char *name, co
                    const char *help, value_fn fn)
 {
 	char buf[600];
-	int of_workers = of == OF_WORKERS, n = of_workers ? m->nworkers : m->nparts;
+	int of_workers = of == OF_WORKERS, n = of_workers ? m->nworkers : parts_shown(m);
 	head(t, name, type, help);
 	for (int i = 0; i < n; i++) {
 		const void *slot = of_workers ? (const void *)&m->workers[i] : (const void *)&m->parts[i];
@@ -336,19 +360,20 @@ static void render_parts(text *t, const metrics *m)
 {
 	static const char *const outcomes[METRICS_N_OUTCOMES] = {"ok", "retry", "failed", "error"};
 	char buf[600];
+	int n = parts_shown(m);
 
 	head(t, "pgqlua_events_total", "counter", "events processed, by the script's outcome");
-	for (int i = 0; i < m->nparts; i++)
+	for (int i = 0; i < n; i++)
 		for (int o = 0; o < METRICS_N_OUTCOMES; o++)
 			put(t, "pgqlua_events_total{%s,outcome=\"%s\"} %lld\n", part_labels(m, i, buf, sizeof(buf)),
 			    outcomes[o], GET(m->parts[i].events[o]));
 	family(t, m, OF_PARTS, "pgqlua_batches_total", "counter", "batches committed", v_batches);
 	family(t, m, OF_PARTS, "pgqlua_batch_aborts_total", "counter", "batches rolled back to come again", v_aborts);
 	head(t, "pgqlua_batch_duration_seconds", "histogram", "time from taking a batch to its commit");
-	for (int i = 0; i < m->nparts; i++)
+	for (int i = 0; i < n; i++)
 		hist(t, part_labels(m, i, buf, sizeof(buf)), "pgqlua_batch_duration_seconds", &m->parts[i].batch_seconds);
 	head(t, "pgqlua_event_duration_seconds", "histogram", "time process_event took per event");
-	for (int i = 0; i < m->nparts; i++)
+	for (int i = 0; i < n; i++)
 		hist(t, part_labels(m, i, buf, sizeof(buf)), "pgqlua_event_duration_seconds", &m->parts[i].event_seconds);
 	family(t, m, OF_PARTS_DB, "pgqlua_lag_seconds", "gauge", "PgQ: age of the last tick the consumer finished", v_lag);
 	family(t, m, OF_PARTS_DB, "pgqlua_last_seen_seconds", "gauge", "PgQ: seconds since the consumer last took a batch",

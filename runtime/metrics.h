@@ -24,6 +24,10 @@ typedef struct metrics metrics;
 typedef struct metrics_part metrics_part;       /* one partition's (or the consumer's) figures */
 typedef struct metrics_worker metrics_worker;   /* one worker's figures */
 
+/* Room for the partitions of a group that `pgqlua resize` makes larger
+ * than it started (a larger start gets its own count). */
+#define METRICS_MAX_PARTITIONS 256
+
 /* Slots for nworkers workers and nparts partitions (labelled partition="I"
  * when grouped; worker="W" when nworkers > 1), in memory shared with the
  * processes forked later when `shared`.  NULL when out of memory. */
@@ -61,6 +65,9 @@ void metrics_count_abort(metrics_part *p);
 void metrics_set_db(metrics_part *p, double lag, double last_seen, long long pending, long long failed_rows);
 
 void metrics_set_up(metrics_worker *w, int up, long long lua_memory);
+/* The group's layout the worker follows now: the partitions shown are the
+ * largest count of the workers' (the start's until one is set). */
+void metrics_set_partitions(metrics_worker *w, int partitions);
 void metrics_count_reload(metrics_worker *w, int ok);
 /* The parent: the worker's restarts so far; a worker that died is down. */
 void metrics_set_restarts(metrics_worker *w, int restarts);

@@ -28,7 +28,9 @@ function process_event(ev, db)
   db:exec("insert into r_rsz values ($1, $2, $3, nextval($4))", ev.id, k, ev.retry, "rsz_seq")
 end' "partitions: 4
 workers: 2
-log_level: info"
+log_level: info
+metrics_file: $WORK/c_rsz.prom
+stats_period: 0.2"
 sql "create trigger rsz_src_q after insert or update on rsz_src for each row execute procedure pgq.logutriga('q_rsz')"
 sql "insert into rsz_src select g, 0 from generate_series(1, $ROWS) g" > /dev/null
 expect_eq "install records the group's layout" "4" \
@@ -78,6 +80,11 @@ expect_eq "the retried event now waits for the partition of its key among 6" \
 wait_until 30 grep -q "resized from 4 to 6 partitions" "$WORK/c_rsz.log" \
 	&& ok "the members take up the new layout without a restart" || fail "the members did not take up 6 partitions"
 grows || fail "nothing applied after the resize to 6"
+# the parent's metrics (its config still says 4) follow the layout
+six() { grep -q 'pgqlua_batches_total{queue="q_rsz",consumer="c_rsz",partition="5"}' "$WORK/c_rsz.prom" 2> /dev/null; }
+wait_until 30 six && ok "metrics_file shows partition 5 of the 6" || fail "metrics_file: no partition 5"
+peeked=$("$PGQLUA" peek "$WORK/c_rsz.yaml" --limit 1)
+expect_eq "peek shows the 6 partitions of the layout" "6" "$(grep -c '^partition [0-9]' <<< "$peeked")"
 
 # ---- to 3, with the ticker paused by someone else and the retried event
 # back in the queue (after the paused tick) for its old partition
