@@ -89,6 +89,8 @@ new_consumer q_rl c_rl 'function process_event() end' "pidfile: c_rl.pid"
 pid=$!
 CHILD_PIDS+=("$pid")
 wait_until 30 test -f "$WORK/c_rl.pid" || fail "no pid file"
+# the worker has loaded the first script before the files change
+wait_until 30 grep -q "consumer c_rl on queue q_rl started" "$WORK/c_rl.log" || fail "c_rl did not start"
 sed -i 's/^consumer_name: c_rl$/consumer_name: someone_else/; s/^pidfile: .*/pidfile: other.pid/' "$WORK/c_rl.yaml"
 echo 'syntax error here' > "$WORK/c_rl.lua"
 kill -HUP "$pid"
