@@ -110,7 +110,7 @@ LUA
 "$PGQLUA" run "$WORK/c_dl_mem.yaml" >> "$WORK/c_dl_mem.log" 2>&1 &
 pid=$!
 CHILD_PIDS+=("$pid")
-wait_until 30 grep -q "started" "$WORK/c_dl_mem.log" || fail "the good script did not start"
+wait_until 30 grep -q "on queue q_dl_mem started" "$WORK/c_dl_mem.log" || fail "the good script did not start"
 cat > "$WORK/c_dl_mem.lua" <<'LUA'
 local hog = {}
 function init() for i = 1, 1e9 do hog[i] = string.rep("y", 1e6) .. i end end

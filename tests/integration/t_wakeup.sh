@@ -15,7 +15,7 @@ pid=$!
 CHILD_PIDS+=("$pid")
 # after each event the consumer polls, finds nothing and sleeps loop_delay
 # (600 s): events 2 and 3 can only be seen by waking on their tick
-wait_until 30 grep -q "started" "$WORK/c_wake.log" || fail "the consumer did not start"
+wait_until 30 grep -q "on queue q_wake started" "$WORK/c_wake.log" || fail "the consumer did not start"
 for i in 1 2 3; do
 	sql "select pgq.insert_event('q_wake', 'x', 'e$i')" > /dev/null
 	wait_sql "event $i is processed when its tick arrives, long before loop_delay (600 s)" \
