@@ -59,6 +59,7 @@ expect_eq "after $kills SIGKILLs every one of the $((N / 2)) writing events was 
 	"$((N / 2))|$((N / 2))" \
 	"$(sql "select count(*), count(distinct ev_id) from r_hkill")"
 expect_eq "the server saw one distinct Idempotency-Key per event" "$N" "$(stats "d['keys']")"
+expect_eq "and every request it received carried one" "0" "$(stats "d['no_key']")"
 if [ "$requests" -ge "$N" ]; then
 	ok "every event was posted at least once ($((requests - N)) posts made again after a kill)"
 else

@@ -13,9 +13,10 @@ HTTP/1.1 with keep-alive.  Paths:
   /reset               headers and half the body, then a TCP reset
   /slow                answers after ?ms= milliseconds (default 20)
   /big                 ?bytes= bytes of body
-  /stats               JSON {connections, requests, keys, paths} (not counted, nor are
+  /stats               JSON {connections, requests, keys, no_key, paths} (not counted, nor are
                        connections that asked only for /stats)
-keys counts the distinct Idempotency-Key headers received.  --nodelay sets TCP_NODELAY on each
+keys counts the distinct Idempotency-Key headers received, no_key the
+requests without one.  --nodelay sets TCP_NODELAY on each
 connection: a response's headers and body go out in two writes, and without it Nagle holds the
 body until the client's delayed ACK, about 40 ms per response on a kept connection.
 """
@@ -32,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 LOCK = threading.Lock()
-STATS = {"connections": 0, "requests": 0, "paths": {}}
+STATS = {"connections": 0, "requests": 0, "paths": {}, "no_key": 0}
 KEYS = set()
 FLAKY = {}
 MAX_BODY = 64 * 1024 * 1024
@@ -82,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
             key = self.headers.get("Idempotency-Key")
             if key is not None:
                 KEYS.add(key)
+            else:
+                STATS["no_key"] += 1
         if path == "/echo":
             doc = {"method": self.command, "path": self.path, "body": body.decode("utf-8", "replace"),
                    "headers": {k.lower(): v for k, v in self.headers.items()}}
