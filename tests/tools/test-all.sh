@@ -45,7 +45,13 @@ TIME_SCALE=${PGQLUA_TEST_TIME_SCALE:-1}
 export PGQLUA_TEST_TIME_SCALE=$TIME_SCALE
 
 busy_pids=()
-stop_busy() { ((${#busy_pids[@]})) && kill "${busy_pids[@]}" 2>/dev/null; busy_pids=(); return 0; }
+fuzz_pid=
+stop_busy() {
+	[[ -n $fuzz_pid ]] && kill -- -"$fuzz_pid" 2>/dev/null
+	((${#busy_pids[@]})) && kill "${busy_pids[@]}" 2>/dev/null
+	busy_pids=()
+	return 0
+}
 trap stop_busy EXIT
 if [[ ${PGQLUA_TEST_BUSY:-0} -gt 0 ]]; then
 	echo "==> $PGQLUA_TEST_BUSY busy loops beside the suite"
@@ -77,10 +83,25 @@ if [[ ${PGQLUA_SKIP_SANITIZE:-0} != 1 ]]; then
 fi
 if [[ ${PGQLUA_SKIP_FUZZ:-0} != 1 ]]; then
 	# libFuzzer on the config parser and the payload decoders, clang only,
-	# PGQLUA_FUZZ_SECONDS (30) each in parallel on a copy of tests/fuzz/corpus
-	echo "==> fuzz in build-fuzz"
-	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGQLUA_FUZZ=ON > build-fuzz.cmake.log 2>&1 || { cat build-fuzz.cmake.log; exit 1; }
-	cmake --build build-fuzz -j"$jobs" --target fuzz_config fuzz_payload
-	(cd build-fuzz && ctest -R '^fuzz_' -j2 --output-on-failure)
+	# PGQLUA_FUZZ_SECONDS (30) each in parallel on a copy of tests/fuzz/corpus;
+	# beside the plain pass (mostly waiting on PostgreSQL), in its own
+	# process group so that an early exit stops it
+	echo "==> fuzz in build-fuzz, beside the plain pass (output: build-fuzz.log)"
+	set -m
+	(
+		CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGQLUA_FUZZ=ON \
+			&& cmake --build build-fuzz -j"$jobs" --target fuzz_config fuzz_payload \
+			&& cd build-fuzz && ctest -R '^fuzz_' -j2 --output-on-failure
+	) > build-fuzz.log 2>&1 &
+	fuzz_pid=$!
+	set +m
 fi
 run_suite build-ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [[ -n $fuzz_pid ]]; then
+	echo "==> fuzz in build-fuzz"
+	fuzz_rc=0
+	wait "$fuzz_pid" || fuzz_rc=$?
+	fuzz_pid=
+	tail -n 25 build-fuzz.log
+	((fuzz_rc == 0)) || { echo "==> fuzz failed (exit $fuzz_rc): build-fuzz.log"; cat build-fuzz.log; exit 1; }
+fi
