@@ -7,6 +7,7 @@
 #define _DEFAULT_SOURCE 1   /* MAP_ANONYMOUS */
 #include "metrics.h"
 #include "daemon.h"
+#include "log.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
@@ -28,6 +29,9 @@ static const double bucket_le[METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 
 #define ADD(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
 #define SET(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
 #define GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+/* the server's own thread; ITC: it can be quiesced (metrics_before_fork) */
+#define SERVER_FLAGS (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC)
 
 typedef struct metrics_hist {
 	_Atomic long long n[METRICS_BUCKETS + 1];   /* per bucket; the last: over the largest */
@@ -62,6 +66,7 @@ struct metrics {
 	int shared;                /* area is a shared mapping */
 	char labels[512];          /* queue="...",consumer="..." */
 	struct MHD_Daemon *httpd;
+	int listen_fd;             /* while the server is stopped around a fork, or -1 */
 };
 
 static metrics *attached;      /* in a worker: the parent's slots */
@@ -90,6 +95,7 @@ metrics *metrics_new(const char *queue, const char *consumer, int nworkers, int 
 	char q[200], c[200];
 	if (!m)
 		return NULL;
+	m->listen_fd = -1;
 	m->nworkers = nworkers > 0 ? nworkers : 1;
 	m->nparts = nparts > 0 ? nparts : 1;
 	m->grouped = grouped;
@@ -123,6 +129,8 @@ void metrics_free(metrics *m)
 		return;
 	if (m->httpd)
 		MHD_stop_daemon(m->httpd);
+	if (m->listen_fd >= 0)
+		close(m->listen_fd);
 	if (m->shared)
 		munmap(m->area, m->area_len);
 	else
@@ -132,13 +140,11 @@ void metrics_free(metrics *m)
 
 void metrics_attach(metrics *m, int worker)
 {
-	if (m && m->httpd) {
-		/* the server's thread stayed in the parent: close its socket
-		 * here, and never stop it from this process */
-		const union MHD_DaemonInfo *i = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_LISTEN_FD);
-		if (i)
-			close(i->listen_fd);
-		m->httpd = NULL;
+	if (m && m->listen_fd >= 0) {
+		/* the parent's listening socket (its server was stopped for the
+		 * fork): not this process's to serve */
+		close(m->listen_fd);
+		m->listen_fd = -1;
 	}
 	attached = m;
 	attached_worker = worker;
@@ -479,7 +485,7 @@ int metrics_listen(metrics *m, const char *addr, char *err, size_t errlen)
 		snprintf(err, errlen, "metrics_listen \"%s\": %s", addr, gai_strerror(r));
 		return -1;
 	}
-	m->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+	m->httpd = MHD_start_daemon(SERVER_FLAGS | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 	                            0, NULL, NULL, serve, m, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 	                            MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
 	                            MHD_OPTION_END);
@@ -490,4 +496,34 @@ int metrics_listen(metrics *m, const char *addr, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * No thread may run beside a fork: a lock it held at that moment (the
+ * allocator's, stdio's) would stay locked for ever in the child.  The
+ * server's thread is stopped around each fork of a worker; its listening
+ * socket is kept, so scrapes only wait.
+ */
+void metrics_before_fork(metrics *m)
+{
+	if (!m || !m->httpd)
+		return;
+	m->listen_fd = (int)MHD_quiesce_daemon(m->httpd);
+	MHD_stop_daemon(m->httpd);
+	m->httpd = NULL;
+	if (m->listen_fd < 0)
+		log_warn("metrics_listen: the server could not keep its socket across a fork; /metrics is off");
+}
+
+void metrics_after_fork(metrics *m)
+{
+	if (!m || m->httpd || m->listen_fd < 0)
+		return;
+	m->httpd = MHD_start_daemon(SERVER_FLAGS, 0, NULL, NULL, serve, m, MHD_OPTION_LISTEN_SOCKET, m->listen_fd,
+	                            MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+	                            MHD_OPTION_END);
+	if (m->httpd)
+		m->listen_fd = -1;   /* the server's again: it closes it when stopped */
+	else
+		log_warn("metrics_listen: cannot serve again after starting a worker; /metrics waits");
 }

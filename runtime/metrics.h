@@ -46,6 +46,12 @@ int metrics_write_file(metrics *m, const char *path);
 
 /* ---- a worker forked by the parent ---- */
 
+/* The parent, around each fork: the server's thread is stopped before
+ * (no thread may run beside a fork) and started again after, on the same
+ * listening socket. */
+void metrics_before_fork(metrics *m);
+void metrics_after_fork(metrics *m);
+
 /* In the worker: the parent's slots are this worker's (worker number
  * `worker`); the parent's listening socket is closed here. */
 void metrics_attach(metrics *m, int worker);

@@ -78,11 +78,16 @@ void supervise_worker_signals(void)
 static int fork_worker(sup *sp, slot *s, const sigset_t *old, supervise_worker_fn fn, void *arg)
 {
 	pid_t parent = getpid(), pid;
+	int fork_errno;
 	watch_page_reset(s->page);
 	watch_page_set_restarts(s->page, s->restarts);
+	metrics_before_fork(sp->o->metrics);
 	pid = fork();
+	fork_errno = errno;
+	if (pid != 0)
+		metrics_after_fork(sp->o->metrics);
 	if (pid < 0) {
-		log_error("cannot start a worker: %s", strerror(errno));
+		log_error("cannot start a worker: %s", strerror(fork_errno));
 		return -1;
 	}
 	if (pid == 0) {
