@@ -161,23 +161,22 @@ int group_register(pgconn *c, const config *cfg, char *err, size_t errlen)
 	                        err, errlen);
 }
 
+/* The subscriptions of the partitions named in $2 on queue $1. */
+#define GROUP_SUBSCRIPTIONS \
+	" from pgq.subscription s join pgq.consumer co on co.co_id = s.sub_consumer" \
+	" join pgq.queue q on q.queue_id = s.sub_queue where q.queue_name = $1 and co.co_name = any($2::text[])"
+
 int group_registered(pgconn *c, const config *cfg, char *err, size_t errlen)
 {
 	return names_exec_count(c, cfg,
-	                        "select count(*) from pgq.subscription s"
-	                        " join pgq.consumer co on co.co_id = s.sub_consumer"
-	                        " join pgq.queue q on q.queue_id = s.sub_queue"
-	                        " where q.queue_name = $1 and co.co_name = any($2::text[])",
+	                        "select count(*)" GROUP_SUBSCRIPTIONS,
 	                        err, errlen);
 }
 
 int group_unregister(pgconn *c, const config *cfg, char *err, size_t errlen)
 {
 	return names_exec_count(c, cfg,
-	                        "select count(pgq.unregister_consumer($1, co.co_name)) from pgq.subscription s"
-	                        " join pgq.consumer co on co.co_id = s.sub_consumer"
-	                        " join pgq.queue q on q.queue_id = s.sub_queue"
-	                        " where q.queue_name = $1 and co.co_name = any($2::text[])",
+	                        "select count(pgq.unregister_consumer($1, co.co_name))" GROUP_SUBSCRIPTIONS,
 	                        err, errlen);
 }
 

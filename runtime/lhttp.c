@@ -188,6 +188,17 @@ int lhttp_raise_released(lua_State *L, req_guard *g, const char *msg) /* MAY_LJM
 	return lua_error(L);
 }
 
+req_guard *lhttp_push_guard(lua_State *L, lhttp *h, const char *oom) /* MAY_LJMP */
+{
+	req_guard *g = lua_newuserdatauv(L, sizeof(*g), 0);
+	memset(g, 0, sizeof(*g));
+	luaL_setmetatable(L, GUARD_MT);
+	g->h = h;
+	if (!(g->easy = curl_easy_init()))
+		lhttp_raise_released(L, g, oom);
+	return g;
+}
+
 /* The reason a finished transfer failed, copied to the stack. */
 void lhttp_push_reason(lua_State *L, req_guard *g, CURLcode rc) /* MAY_LJMP */
 {
@@ -334,13 +345,8 @@ static int http_request(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 2: the guard */
-	memset(g, 0, sizeof(*g));
-	luaL_setmetatable(L, GUARD_MT);
-	g->h = h;
+	g = lhttp_push_guard(L, h, "pgq.http.request: out of memory");   /* 2 */
 	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
-	if (!(g->easy = curl_easy_init()))
-		return lhttp_raise_released(L, g, "pgq.http.request: out of memory");
 	if ((why = lhttp_setup(L, g)) != NULL)
 		return lhttp_raise_released(L, g, why);
 	lua_settop(L, 2);

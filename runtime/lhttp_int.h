@@ -66,6 +66,9 @@ void lhttp_guard_release(req_guard *g);
 const char *lhttp_wait_one(lhttp *h, req_guard *g, CURLcode *rc);
 void lhttp_push_headers(lua_State *L, const buf *head);
 int lhttp_raise_released(lua_State *L, req_guard *g, const char *msg);
+/* A new request's guard, pushed on L's stack, with its easy handle; raises
+ * `oom` when libcurl has no memory for one.  MAY_LJMP */
+req_guard *lhttp_push_guard(lua_State *L, lhttp *h, const char *oom);
 void lhttp_push_reason(lua_State *L, req_guard *g, CURLcode rc);
 void lhttp_bind_guard(req_guard *g);
 const char *lhttp_setup(lua_State *L, req_guard *g);

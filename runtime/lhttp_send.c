@@ -106,13 +106,8 @@ int lhttp_send_fn(lua_State *L)
 		return luaL_error(L, "pgq.http.send: sends of an earlier chunk are not settled (internal error)");
 	if ((why = lhttp_drive(h, most - 1, -1)) != NULL)
 		return luaL_error(L, "%s", why);
-	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 3: the guard until it is ours */
-	memset(g, 0, sizeof(*g));
-	luaL_setmetatable(L, GUARD_MT);
-	g->h = h;
+	g = lhttp_push_guard(L, h, "pgq.http.send: out of memory");   /* 3: the guard until it is ours */
 	g->max_body = h->cfg->http_max_body > 0 ? (size_t)h->cfg->http_max_body : (size_t)10 << 20;
-	if (!(g->easy = curl_easy_init()))
-		return lhttp_raise_released(L, g, "pgq.http.send: out of memory");
 	if ((why = lhttp_setup(L, g)) != NULL)
 		return lhttp_raise_released(L, g, why);
 	lua_settop(L, 3);

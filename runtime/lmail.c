@@ -151,12 +151,7 @@ static int mail_send(lua_State *L)
 		lua_pushliteral(L, "no smtp_url in the config");
 		return 2;
 	}
-	g = lua_newuserdatauv(L, sizeof(*g), 0);     /* 2: the guard */
-	memset(g, 0, sizeof(*g));
-	luaL_setmetatable(L, GUARD_MT);
-	g->h = h;
-	if (!(g->easy = curl_easy_init()))
-		return lhttp_raise_released(L, g, "pgq.mail.send: out of memory");
+	g = lhttp_push_guard(L, h, "pgq.mail.send: out of memory");   /* 2 */
 	if ((why = mail_setup(L, g)) != NULL)
 		return lhttp_raise_released(L, g, why);
 	lua_settop(L, 2);
