@@ -33,6 +33,18 @@ static const char *ev_id(const PGresult *res, int row)
 	return PQgetvalue(res, row, PGQ_EV_ID);
 }
 
+/* The partition whose batch holds the event: in a joint batch its row
+ * says which; otherwise the batch's own. */
+static consumer_part *ev_part(const pgqlua_consumer *c, const PGresult *res, int row)
+{
+	if (c->njoint > 0) {
+		int i = atoi(PQgetvalue(res, row, PGQ_EV_PART));
+		if (i >= 0 && i < c->nparts && c->parts[i].joint_batch)
+			return &c->parts[i];
+	}
+	return c->part;
+}
+
 /* A statement of ours failed: wait out the script's sends, roll back and
  * report. */
 static event_step fail_db(pgqlua_consumer *c, const char *what, const char *err)
@@ -76,6 +88,7 @@ static event_step apply_outcome(pgqlua_consumer *c, const PGresult *res, int row
 {
 	char err[PGCONN_ERR_LEN];
 	const config *cfg = c->cfg;
+	const char *part = ev_part(c, res, row)->name;
 
 	if (target_event_done(c->target, ev_id(res, row), o, err, sizeof(err)) != 0)
 		return fail_db(c, "recording the event in the target", err);
@@ -84,13 +97,13 @@ static event_step apply_outcome(pgqlua_consumer *c, const PGresult *res, int row
 		break;
 	case ACTION_FAILED:
 		log_warn("event %s: moved to the failed-event table: %s", ev_id(res, row), o->reason);
-		if (failed_record(c->conn, cfg->queue_name, cfg->consumer_name, c->part->name, res, row, o->reason,
+		if (failed_record(c->conn, cfg->queue_name, cfg->consumer_name, part, res, row, o->reason,
 		                  err, sizeof(err)) != 0)
 			return fail_db(c, "recording a failed event", err);
 		c->stats.failed++;
 		break;
 	case ACTION_RETRY:
-		if (pgq_retry_event(c->conn, cfg->queue_name, c->part->name, res, row, o->delay, err,
+		if (pgq_retry_event(c->conn, cfg->queue_name, part, res, row, o->delay, err,
 		                    sizeof(err)) != 0)
 			return fail_db(c, "pgq.event_retry_raw", err);
 		c->stats.retries++;
@@ -161,9 +174,9 @@ static event_step settle_send_failures(pgqlua_consumer *c, const PGresult *res, 
 }
 
 /* The metrics' count of outcomes. */
-static void count_outcome(pgqlua_consumer *c, const lb_result *r)
+static void count_outcome(pgqlua_consumer *c, const PGresult *res, int row, const lb_result *r)
 {
-	metrics_count_event(c->part->fig, r->outcome == LB_OK ? METRICS_OK : r->outcome == LB_RETRY ? METRICS_RETRY
+	metrics_count_event(ev_part(c, res, row)->fig, r->outcome == LB_OK ? METRICS_OK : r->outcome == LB_RETRY ? METRICS_RETRY
 	                                  : r->outcome == LB_FAILED ? METRICS_FAILED : METRICS_ERROR);
 }
 
@@ -186,7 +199,7 @@ static event_step settle_deferred(pgqlua_consumer *c, const PGresult *res)
 		if (c->stop_requests > 1)
 			return STEP_STOP;
 		log_outcome(ev_id(res, row), &r);
-		count_outcome(c, &r);
+		count_outcome(c, res, row, &r);
 		if ((step = settle_event(c, res, row, &r)) != STEP_NEXT)
 			return step;
 	}
@@ -247,10 +260,11 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 	if (!struck(c, id, &r)) {
 		watch_begin(WATCH_EVENT, atoll(id), c->cfg->event_timeout);
 		fault_segv("segv_in_event", PQgetvalue(res, row, PGQ_EV_DATA));
-		if (c->part->fig) {
+		metrics_part *fig = ev_part(c, res, row)->fig;
+		if (fig) {
 			double t0 = clock_mono();
 			lb_call_event(c->script, res, row, &r);
-			metrics_event_seconds(c->part->fig, clock_mono() - t0);
+			metrics_event_seconds(fig, clock_mono() - t0);
 		} else
 			lb_call_event(c->script, res, row, &r);
 		watch_end();
@@ -289,7 +303,7 @@ static event_step run_event(pgqlua_consumer *c, const PGresult *res, int row, ch
 		step = STEP_NEXT;
 	else {
 		log_outcome(id, &r);
-		count_outcome(c, &r);
+		count_outcome(c, res, row, &r);
 		step = settle_event(c, res, row, &r);
 	}
 	if (step == STEP_NEXT)
@@ -368,6 +382,33 @@ static event_step run_events(pgqlua_consumer *c, pgq_cursor_guard *guard, PGresu
 	}
 }
 
+/* The batch's COMMIT did not happen, or may not have. */
+static event_step commit_failed(pgqlua_consumer *c, pgq_commit done, const char *err)
+{
+	if (done == PGQ_COMMIT_UNKNOWN)
+		return fail_db(c, "finishing the batch (connection lost during the commit: taken as not committed)", err);
+	return fail_db(c, "finishing the batch", err);
+}
+
+/* A joint batch: every partition's batch finished in the one commit; their
+ * next batches are asked for together on the next round. */
+static event_step commit_joint(pgqlua_consumer *c)
+{
+	char err[PGCONN_ERR_LEN];
+	long long ids[JOINT_MAX];
+	int n = 0;
+	pgq_commit done;
+
+	for (int i = 0; i < c->nparts && n < JOINT_MAX; i++)
+		if (c->parts[i].joint_batch)
+			ids[n++] = c->parts[i].joint_batch;
+	done = pgq_finish_batches(c->conn, ids, n, err, sizeof(err));
+	if (done != PGQ_COMMITTED)
+		return commit_failed(c, done, err);
+	fault_point("after_source_commit");
+	return STEP_NEXT;
+}
+
 /* Commit: the target first (its work and the batch's mark), then the
  * queue's database finishes the batch and reads the next one, unless the
  * consumer is stopping (then no batch is left taken and unprocessed). */
@@ -383,12 +424,12 @@ static event_step commit_batch(pgqlua_consumer *c, const pgq_batch *b)
 	if (target_commit(c->target, b->batch_id, b->cur_tick_id, err, sizeof(err)) != 0)
 		return fail_db(c, "committing the batch in the target", err);
 	fault_cut(c->conn, "cut_before_commit");
+	if (c->njoint > 0)
+		return commit_joint(c);
 	done = pgq_finish_and_next(c->conn, b->batch_id, c->cfg->queue_name, c->part->name, &k,
 	                           stopping ? NULL : &c->part->next, &next, err, sizeof(err));
-	if (done == PGQ_COMMIT_UNKNOWN)
-		return fail_db(c, "finishing the batch (connection lost during the commit: taken as not committed)", err);
-	if (done == PGQ_NOT_COMMITTED)
-		return fail_db(c, "finishing the batch", err);
+	if (done != PGQ_COMMITTED)
+		return commit_failed(c, done, err);
 	/* committed; an error of next_batch shows on the next try */
 	c->part->next_known = stopping || next == PGQ_ERROR ? NEXT_UNKNOWN : next == PGQ_DONE ? NEXT_READY : NEXT_NONE;
 	fault_point("after_source_commit");
@@ -411,14 +452,15 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 {
 	char err[PGCONN_ERR_LEN], why[256] = "immediate stop";
 	long long n_events = 0;
-	pgq_cursor_guard guard = {.fetch_size = c->cfg->fetch_size};
+	pgq_cursor_guard guard = {.fetch_size = c->cfg->fetch_size, .joint = c->njoint > 0};
 	double started = clock_mono();
 	event_step step = STEP_NEXT;
 	pgqlua_status st;
 	target_batch mode;
 	PGresult *res;
 
-	res = pgq_open_batch(c->conn, b, c->part->where, c->cfg->fetch_size, err, sizeof(err));
+	res = pgq_open_batch(c->conn, b, c->njoint > 0 ? c->joint_where : c->part->where,
+	                     c->njoint > 0 ? c->joint_part : NULL, c->cfg->fetch_size, err, sizeof(err));
 	if (!res) {
 		step = fail_db(c, "opening the batch cursor", err);
 		goto out;
@@ -441,7 +483,9 @@ pgqlua_status batch_run(pgqlua_consumer *c, const pgq_batch *b)
 	watch_commit();
 	c->stats.batches++;
 	c->stats.lag = b->lag;
-	metrics_count_batch(c->part->fig, clock_mono() - started);
+	for (int i = 0; i < c->nparts; i++)
+		if (c->njoint > 0 ? c->parts[i].joint_batch != 0 : &c->parts[i] == c->part)
+			metrics_count_batch(c->parts[i].fig, clock_mono() - started);
 	log_debug("batch done: %lld events, %lld rows fetched, lag %.3fs", n_events, guard.rows, b->lag);
 out:
 	lb_sends_drop(c->script);

@@ -33,6 +33,9 @@ typedef enum next_state {
 	NEXT_NONE              /* none was ready at the last batch's commit */
 } next_state;
 
+/* The most partitions whose batches one joint batch takes. */
+#define JOINT_MAX 64
+
 /* One PgQ consumer of this config: the consumer itself, or one partition
  * of a group (group.h).  Its claim is held on the consumer's connection,
  * which runs its batches. */
@@ -44,6 +47,7 @@ typedef struct consumer_part {
 	pgq_batch next;            /* NEXT_READY: its next batch */
 	double released_at;        /* monotonic: when this member gave it up */
 	metrics_part *fig;         /* its figures; NULL: no metrics */
+	long long joint_batch;     /* its batch in the joint batch running now; 0: not in one */
 } consumer_part;
 
 struct pgqlua_consumer {
@@ -60,7 +64,10 @@ struct pgqlua_consumer {
 	int nparts;
 	int grouped;               /* partitions: shared among members (group.c) */
 	int once;                  /* run --once: a member takes what it can and gives nothing up */
-	consumer_part *part;       /* whose batch runs now; NULL between batches */
+	consumer_part *part;       /* whose batch runs now (a joint batch's lead); NULL between batches */
+	int njoint;                /* a joint batch runs: its partitions (joint_batch set); 0: c->part's alone */
+	char *joint_where;         /* and its cursor's filter and partition column (pgq_open_batch) */
+	char *joint_part;
 	int rr;                    /* the partition to look at first next time */
 	char member[64];           /* a group member's name: HOST:PID */
 	double next_balance;       /* monotonic: the next look at the group's owners */
@@ -98,6 +105,11 @@ int consumer_parts_reset(pgqlua_consumer *c, int partitions);
 
 /* loop.c */
 int consumer_connect(pgqlua_consumer *c);
+/* Partition p's batch b through batch.c (c->part set around it). */
+pgqlua_status loop_run_one(pgqlua_consumer *c, consumer_part *p, pgq_batch *b);
+/* pgq.next_batch failed with err: after a resize that is no failure (the
+ * old partitions are gone; the new ones come next). */
+pgqlua_status loop_next_batch_failed(pgqlua_consumer *c, const char *err);
 
 /* group.c: between batches, look at the group's owners (at most every
  * half second), take unowned partitions up to this member's share and

@@ -94,36 +94,63 @@ char *group_part_where(const config *cfg, int i, int *oom)
 	return s;
 }
 
-char *group_names_array(const config *cfg)
+char *group_joint_where(const config *cfg, const int *idx, int n)
 {
-	int n = group_size(cfg);
+	size_t cap = (cfg->event_filter ? strlen(cfg->event_filter) : 0) + (size_t)n * 12 + 48;
+	char *s = malloc(cap), *o;
+
+	if (!s)
+		return NULL;
+	o = s;
+	if (cfg->event_filter)
+		o += sprintf(o, "(\n%s\n) and ", cfg->event_filter);
+	o += sprintf(o, "pgqlua_part in (");
+	for (int i = 0; i < n; i++)
+		o += sprintf(o, "%s%d", i ? ", " : "", idx[i]);
+	strcpy(o, ")");
+	return s;
+}
+
+char *group_names_literal(char *const *names, int n)
+{
 	size_t cap = 3, used = 1;
 	char *s;
 
 	for (int i = 0; i < n; i++)
-		cap += 2 * strlen(cfg->consumer_name) + 40;
+		cap += 2 * strlen(names[i]) + 3;
 	if (!(s = malloc(cap)))
 		return NULL;
 	s[0] = '{';
 	for (int i = 0; i < n; i++) {
-		char *name = group_part_name(cfg, i);
-		if (!name) {
-			free(s);
-			return NULL;
-		}
 		if (i)
 			s[used++] = ',';
 		s[used++] = '"';
-		for (const char *p = name; *p; p++) {
+		for (const char *p = names[i]; *p; p++) {
 			if (*p == '"' || *p == '\\')
 				s[used++] = '\\';
 			s[used++] = *p;
 		}
 		s[used++] = '"';
-		free(name);
 	}
 	s[used++] = '}';
 	s[used] = '\0';
+	return s;
+}
+
+char *group_names_array(const config *cfg)
+{
+	int n = group_size(cfg), got = 0;
+	char **names = calloc((size_t)n, sizeof(*names)), *s = NULL;
+
+	if (!names)
+		return NULL;
+	while (got < n && (names[got] = group_part_name(cfg, got)))
+		got++;
+	if (got == n)
+		s = group_names_literal(names, n);
+	for (int i = 0; i < got; i++)
+		free(names[i]);
+	free(names);
 	return s;
 }
 

@@ -32,9 +32,16 @@ char *group_part_where(const config *cfg, int i, int *oom);
  * NULL when out of memory. */
 char *group_key_index_sql(const config *cfg, int n);
 
+/* A joint batch's cursor filter (pgq_open_batch): event_filter, and the
+ * row's partition (its column pgqlua_part) one of the n in idx.
+ * malloc'd; NULL when out of memory. */
+char *group_joint_where(const config *cfg, const int *idx, int n);
+
 /* The PgQ consumers' names as a Postgres array literal ("{\"a\",\"b\"}"),
  * malloc'd; NULL when out of memory. */
 char *group_names_array(const config *cfg);
+/* n names as a Postgres array literal; malloc'd, NULL when out of memory. */
+char *group_names_literal(char *const *names, int n);
 
 /* Register every partition not registered yet, all at one tick (the
  * queue's latest, or the earliest of the partitions already registered),

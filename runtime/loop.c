@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "lbridge.h"
 #include "group.h"
+#include "joint.h"
 #include "log.h"
 #include "watch.h"
 
@@ -240,6 +241,33 @@ static pgqlua_status claim(pgqlua_consumer *c)
 	return PGQLUA_OK;
 }
 
+/* A partition's batch taken on its own (with a joint batch's lead). */
+pgqlua_status loop_run_one(pgqlua_consumer *c, consumer_part *p, pgq_batch *b)
+{
+	pgqlua_status st;
+
+	log_set_batch(b->batch_id);
+	if (c->grouped)
+		log_debug("partition %s: batch %lld", p->name, b->batch_id);
+	c->part = p;
+	target_set_consumer(c->target, p->name);
+	st = batch_run(c, b);
+	c->part = NULL;
+	return st;
+}
+
+/* pgq.next_batch failed: after a resize that is no failure (the old
+ * partitions are gone; the new ones come next). */
+pgqlua_status loop_next_batch_failed(pgqlua_consumer *c, const char *err)
+{
+	if (c->grouped && pgconn_is_ok(c->conn)) {
+		int changed = group_follow_layout(c);
+		if (changed != 0)
+			return changed > 0 ? PGQLUA_OK : changed == -1 ? PGQLUA_ERR_DB : PGQLUA_ERR_INTERNAL;
+	}
+	return consumer_db_failure(c, "pgq.next_batch_custom", err);
+}
+
 /* The next batch of partition p, if one is ready, through batch.c. */
 static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 {
@@ -263,25 +291,12 @@ static pgqlua_status run_part(pgqlua_consumer *c, consumer_part *p)
 		break;
 	}
 	p->next_known = NEXT_UNKNOWN;
-	if (r == PGQ_ERROR && c->grouped && pgconn_is_ok(c->conn)) {
-		/* a resize unregisters the old partitions: once the layout has
-		 * changed, that is no failure (p is gone; the new ones come next) */
-		int changed = group_follow_layout(c);
-		if (changed != 0)
-			return changed > 0 ? PGQLUA_OK : changed == -1 ? PGQLUA_ERR_DB : PGQLUA_ERR_INTERNAL;
-	}
 	if (r == PGQ_ERROR)
-		return consumer_db_failure(c, "pgq.next_batch_custom", err);
+		return loop_next_batch_failed(c, err);
 	c->polled = 1;
 	if (r == PGQ_NONE)
 		return PGQLUA_NO_BATCH;
-	log_set_batch(b.batch_id);
-	if (c->grouped)
-		log_debug("partition %s: batch %lld", p->name, b.batch_id);
-	c->part = p;
-	target_set_consumer(c->target, p->name);
-	st = batch_run(c, &b);
-	c->part = NULL;
+	st = loop_run_one(c, p, &b);
 	free(b.sql);
 	return st;
 }
@@ -294,6 +309,21 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 		return PGQLUA_ERR_DB;
 	if ((st = claim(c)) != PGQLUA_OK)
 		return st;
+	if (c->grouped && !c->cfg->target_db) {
+		consumer_part *held[JOINT_MAX];
+		int idx[JOINT_MAX], n = 0;
+		for (int k = 0; k < c->nparts && n < JOINT_MAX; k++) {
+			int i = (c->rr + k) % c->nparts;
+			if (c->parts[i].claimed) {
+				idx[n] = i;
+				held[n++] = &c->parts[i];
+			}
+		}
+		if (n > 1) {
+			c->rr = (c->rr + 1) % c->nparts;
+			return joint_run(c, held, idx, n);
+		}
+	}
 	/* each partition held in turn: the first with a batch ready runs it */
 	for (int k = 0; k < c->nparts; k++) {
 		int i = (c->rr + k) % c->nparts;

@@ -4,6 +4,7 @@
  * except where a function says it begins or commits one.
  */
 #include "pgq.h"
+#include "pgq_int.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -26,7 +27,7 @@ static void fmt_seconds(char *buf, size_t len, double s, int set)
 	" case when batch_id is not null then pgq.batch_event_sql(batch_id) end" \
 	" from pgq.next_batch_custom($1, $2, $3::interval, $4::int4, $5::interval)"
 
-static void next_batch_params(const pgq_batch_knobs *k, const char **params, char *lag, size_t laglen,
+void pgq_next_batch_params(const pgq_batch_knobs *k, const char **params, char *lag, size_t laglen,
                               char *interval, size_t ilen, char *count, size_t clen,
                               const char *queue, const char *consumer)
 {
@@ -75,7 +76,7 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 	const char *params[5];
 	PGresult *res;
 
-	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
+	pgq_next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
 	                  queue, consumer);
 	res = pgconn_exec(c, NEXT_BATCH_SQL, 5, params, err, errlen);
 	if (!res)
@@ -89,40 +90,52 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
 #define FILTER_HEAD ") b where (\n"
 #define FILTER_TAIL "\n)"
 
-PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, int fetch_size, char *err,
-                         size_t errlen)
+/* The cursor's text: the batch's rows (filtered), each with its exact
+ * time, then the end marker (a row of NULLs); all numbered.  A joint
+ * batch adds each row's partition (the part expression, computed once per
+ * row: `offset 0` keeps it out of the filter's copy). */
+static char *cursor_sql(const pgq_batch *b, const char *where, const char *part, int fetch_size)
+{
+	static const char plain[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
+	                            " select u.*, row_number() over () from (select b.* from (";
+	static const char joint[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
+	                            " select u.ev_id, u.ev_time, u.ev_txid, u.ev_retry, u.ev_type, u.ev_data,"
+	                            " u.ev_extra1, u.ev_extra2, u.ev_extra3, u.ev_extra4, row_number() over (),"
+	                            " u.pgqlua_part from (select b.* from (select e.*, (\n";
+	static const char joint_mid[] = "\n)::int4 as pgqlua_part from (";
+	static const char joint_end[] = ") e offset 0";
+	char tail[200];
+	size_t len = strlen(b->sql) + (where ? strlen(where) : 0) + (part ? strlen(part) : 0) + sizeof(joint) +
+	             sizeof(joint_mid) + sizeof(joint_end) + sizeof(FILTER_HEAD) + sizeof(tail);
+	char *sql = malloc(len);
+
+	if (!sql)
+		return NULL;
+	snprintf(tail, sizeof(tail), "%s union all select null, null, null, null, null, null, null,"
+	                             " null, null, null%s) u; fetch %d from " CURSOR_NAME,
+	         where ? FILTER_TAIL : ") b", part ? ", null" : "", fetch_size);
+	if (part)
+		snprintf(sql, len, "%s%s%s%s%s%s%s%s", joint, part, joint_mid, b->sql, joint_end,
+		         where ? FILTER_HEAD : "", where ? where : "", tail);
+	else
+		snprintf(sql, len, "%s%s%s%s%s", plain, b->sql, where ? FILTER_HEAD : "", where ? where : "", tail);
+	return sql;
+}
+
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, const char *part, int fetch_size,
+                         char *err, size_t errlen)
 {
 	/* batch_event_sql's query in our own cursor (what get_batch_cursor
 	 * does, without PL/pgSQL handing over each row); BEGIN and the first
 	 * FETCH ride in the same round trip */
-	/* the events, each with its exact time, then the end marker (a row
-	 * of NULLs); all numbered */
-	static const char head[] = "begin; declare " CURSOR_NAME " no scroll cursor for"
-	                           " select u.*, row_number() over () from (select b.* from (";
-	char tail[160];
-	size_t n = strlen(b->sql), wn = where ? strlen(where) : 0, len;
-	char *sql;
+	char *sql = cursor_sql(b, where, part, fetch_size);
 	PGresult *res = NULL;
 	int got;
 
-	snprintf(tail, sizeof(tail), "%s union all select null, null, null, null, null, null, null,"
-	                             " null, null, null) u; fetch %d from " CURSOR_NAME,
-	         where ? FILTER_TAIL : ") b", fetch_size);
-	sql = malloc(sizeof(head) + n + sizeof(FILTER_HEAD) + wn + strlen(tail));
 	if (!sql) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	memcpy(sql, head, sizeof(head) - 1);
-	memcpy(sql + sizeof(head) - 1, b->sql, n);
-	len = sizeof(head) - 1 + n;
-	if (where) {
-		memcpy(sql + len, FILTER_HEAD, sizeof(FILTER_HEAD) - 1);
-		len += sizeof(FILTER_HEAD) - 1;
-		memcpy(sql + len, where, wn);
-		len += wn;
-	}
-	strcpy(sql + len, tail);
 	got = pgconn_exec_rows(c, sql, &res, 1, err, errlen);
 	free(sql);
 	if (got == 0)
@@ -196,7 +209,7 @@ int pgq_cursor_check(pgq_cursor_guard *g, const PGresult *res, int *n, int *more
 
 	*n = 0;
 	*more = 0;
-	if (PQnfields(res) != PGQ_CURSOR_NCOLS || strcmp(PQfname(res, PGQ_EV_ROW), "row_number") != 0) {
+	if (PQnfields(res) != PGQ_CURSOR_NCOLS + (g->joint ? 1 : 0) || strcmp(PQfname(res, PGQ_EV_ROW), "row_number") != 0) {
 		snprintf(err, errlen, CURSOR_TOUCHED "; the batch is rolled back", "replaced", culprit(g));
 		return -1;
 	}
@@ -300,15 +313,14 @@ int pgq_retry_event(pgconn *c, const char *queue, const char *consumer, const PG
 /* pgq.finish_batch, failing (22P02, with the text below) unless it
  * returns 1, so that a batch another instance finished is not committed */
 #define FINISH_SQL \
-	"select case f when 1 then 1 else ('batch %lld " FINISH_NOT_OPEN " (pgq.finish_batch returned '" \
+	"select case f when 1 then 1 else ('batch %lld " PGQ_FINISH_NOT_OPEN " (pgq.finish_batch returned '" \
 	" || f || ')')::int4 end from pgq.finish_batch(%lld) f"
-#define FINISH_NOT_OPEN "is not open: another instance of this consumer finished it"
 
 /* err as the caller reports it when the batch was not open. */
 static void finish_error(long long batch_id, char *err, size_t errlen)
 {
-	if (strstr(err, FINISH_NOT_OPEN))
-		snprintf(err, errlen, "pgq.finish_batch: batch %lld " FINISH_NOT_OPEN "; rolled back", batch_id);
+	if (strstr(err, PGQ_FINISH_NOT_OPEN))
+		snprintf(err, errlen, "pgq.finish_batch: batch %lld " PGQ_FINISH_NOT_OPEN "; rolled back", batch_id);
 }
 
 pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
@@ -336,7 +348,7 @@ pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
 		finish_error(batch_id, err, errlen);
 		return pgconn_is_ok(c) ? PGQ_NOT_COMMITTED : PGQ_COMMIT_UNKNOWN;
 	}
-	next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
+	pgq_next_batch_params(k, params, lag, sizeof(lag), interval, sizeof(interval), count, sizeof(count),
 	                  queue, consumer);
 	res = pgconn_exec_after(c, pre, PRE_N, NEXT_BATCH_SQL, 5, params, &failed_at, err, errlen);
 	if (failed_at == PGCONN_LOST)

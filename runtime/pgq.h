@@ -16,7 +16,8 @@
 enum pgq_ev_col {
 	PGQ_EV_ID = 0, PGQ_EV_TIME, PGQ_EV_TXID, PGQ_EV_RETRY, PGQ_EV_TYPE, PGQ_EV_DATA,
 	PGQ_EV_EXTRA1, PGQ_EV_EXTRA2, PGQ_EV_EXTRA3, PGQ_EV_EXTRA4, PGQ_EV_NCOLS,
-	PGQ_EV_ROW = PGQ_EV_NCOLS, PGQ_CURSOR_NCOLS
+	PGQ_EV_ROW = PGQ_EV_NCOLS, PGQ_CURSOR_NCOLS,
+	PGQ_EV_PART = PGQ_CURSOR_NCOLS     /* a joint batch's rows: the event's partition */
 };
 
 /* ev_time of row `row` as it goes back to the server (retries, the
@@ -34,6 +35,7 @@ typedef struct pgq_batch {
 	char prev_tick_time[48];
 	double lag;            /* seconds since the batch's last tick */
 	char *sql;             /* pgq.batch_event_sql: the batch's query (malloc'd) */
+	long long sub_id;      /* its subscription (the owner of its retried events); 0: not read */
 } pgq_batch;
 
 typedef struct pgq_batch_knobs {
@@ -62,9 +64,11 @@ pgq_result pgq_next_batch(pgconn *c, const char *queue, const char *consumer,
  * one round trip; NULL with err.  where (NULL: none) is an SQL boolean
  * expression over the event's columns (ev_id, ev_type, ev_data,
  * ev_extra1..4, ...): only the rows it holds for are read, numbered and
- * sent; the others never leave the server. */
-PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, int fetch_size, char *err,
-                         size_t errlen);
+ * sent; the others never leave the server.  With part (a joint batch,
+ * pgq_joint_sql), each row also carries that int4 expression's value
+ * (PGQ_EV_PART) and where may name it as pgqlua_part. */
+PGresult *pgq_open_batch(pgconn *c, const pgq_batch *b, const char *where, const char *part, int fetch_size,
+                         char *err, size_t errlen);
 
 /* Is where a valid filter for pgq_open_batch: one boolean SQL expression
  * over the event's columns?  Planned on the server against no rows.  0,
@@ -83,6 +87,7 @@ int pgq_fetch_async(pgconn *c, int fetch_size);
  * here.  Zero it, with fetch_size set, before a batch's first chunk. */
 typedef struct pgq_cursor_guard {
 	int fetch_size;          /* rows asked for per FETCH */
+	int joint;               /* a joint batch's cursor: PGQ_EV_PART follows */
 	long long rows;          /* events seen so far */
 	int chunks;              /* chunks checked so far */
 	char span[2][64];        /* "events A to B" of the last two chunks */
@@ -128,6 +133,25 @@ typedef enum pgq_commit {
 pgq_commit pgq_finish_and_next(pgconn *c, long long batch_id, const char *queue,
                                const char *consumer, const pgq_batch_knobs *knobs, pgq_batch *next,
                                pgq_result *next_res, char *err, size_t errlen);
+
+/* A joint batch: the batches of several PgQ consumers of one queue
+ * (partitions of a group, held by one session) that cover the same ticks,
+ * read through one cursor and finished in one transaction.
+ * pgq_next_batches is pgq.next_batch_custom for each of n consumers
+ * (names: a Postgres array literal) in one statement; out[i] is consumer
+ * i's batch (batch_id 0: none), with its sub_id, and the query (sql) of
+ * one of them, the lead (*lead): the batch of the earliest ticks.
+ * PGQ_DONE some batch, PGQ_NONE none, PGQ_ERROR with err; the caller frees
+ * the lead's sql. */
+pgq_result pgq_next_batches(pgconn *c, const char *queue, const char *names, int n, const pgq_batch_knobs *k,
+                            pgq_batch *out, int *lead, char *err, size_t errlen);
+/* The lead's query (sql, of subscription lead_sub) widened to the retried
+ * events of every subscription of subs; malloc'd; NULL when out of memory
+ * or when sql is not in the shape PgQ writes (then no joint batch). */
+char *pgq_joint_sql(const char *sql, long long lead_sub, const long long *subs, int n);
+/* pgq.finish_batch for each of the n batches, then COMMIT, in one round
+ * trip; a batch that is not open rolls them all back. */
+pgq_commit pgq_finish_batches(pgconn *c, const long long *ids, int n, char *err, size_t errlen);
 
 /* ROLLBACK, ignoring errors (the connection may be gone). */
 void pgq_rollback(pgconn *c);
