@@ -72,6 +72,7 @@ struct pgqlua_consumer {
 	char member[64];           /* a group member's name: HOST:PID */
 	double next_balance;       /* monotonic: the next look at the group's owners */
 	double unowned_since;      /* monotonic: a partition has had no owner since */
+	double joined_at;          /* monotonic: this member's first look at the group */
 	long long layout_gen;      /* the group layout's generation the parts follow; -1: not read yet */
 	const pgq_cursor_guard *guard; /* the open batch's cursor; NULL between batches */
 	int listening;             /* LISTEN pgqlua_tick is active on conn */

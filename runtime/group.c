@@ -424,6 +424,13 @@ pgqlua_status group_balance(pgqlua_consumer *c)
 		unowned += !v.owner[i];
 	}
 	members = v.nmembers > 0 ? v.nmembers : 1;
+	/* just started: the siblings under the same parent count before
+	 * they have connected, so that no member takes the whole group for
+	 * its first (joint) batch */
+	if (c->joined_at == 0)
+		c->joined_at = now;
+	if (!c->once && now - c->joined_at < UNOWNED_GRACE && members < c->cfg->workers)
+		members = c->cfg->workers;
 	for (int m = 0; m < v.nmembers; m++) {
 		int k = strcmp(v.members[m], c->member) == 0 ? mine : owned_by(&v, v.members[m]);
 		if (k < min)
@@ -448,8 +455,13 @@ pgqlua_status group_balance(pgqlua_consumer *c)
 		first_max = 0;
 	}
 	c->unowned_since = unowned ? (c->unowned_since > 0 ? c->unowned_since : now) : 0;
-	if (mine > hi)
-		st = give_up(c, members, "more than its share");
+	if (mine > hi) {
+		/* all of the surplus at once: a member's batches run its held
+		 * partitions together (a joint batch), so the next look may be a
+		 * while away */
+		for (; mine > hi && st == PGQLUA_OK; mine--)
+			st = give_up(c, members, "more than its share");
+	}
 	else if (!unowned && mine > lo && mine == max && min < lo && first_max)
 		st = give_up(c, members, "a member has less than its share");
 	else if (unowned && mine < hi && (mine <= min || now - c->unowned_since >= UNOWNED_GRACE)) {
