@@ -20,7 +20,7 @@
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 PGQLUA=$(realpath "${1:?usage: groups.sh PGQLUA_BIN [EVENTS_SCALING] [EVENTS_COST]}")
-E_SCALE=${2:-4000}
+E_SCALE=${2:-12000}
 E_COST=${3:-200000}
 DIR=$(mktemp -d /tmp/pgqlua-groups.XXXXXX)
 WORK=$(mktemp -d /tmp/pgqlua-groups-work.XXXXXX)
