@@ -312,17 +312,19 @@ pgqlua_status pgqlua_run_batch(pgqlua_consumer *c)
 	if (c->grouped && !c->cfg->target_db) {
 		consumer_part *held[JOINT_MAX];
 		int idx[JOINT_MAX], n = 0;
-		for (int k = 0; k < c->nparts && n < JOINT_MAX; k++) {
-			int i = (c->rr + k) % c->nparts;
+		/* in partition order, the order every command that takes
+		 * several partitions' batches in one transaction (peek, resize)
+		 * locks their subscriptions in: no deadlock between them */
+		for (int i = 0; i < c->nparts && n <= JOINT_MAX; i++)
 			if (c->parts[i].claimed) {
-				idx[n] = i;
-				held[n++] = &c->parts[i];
+				if (n < JOINT_MAX) {
+					idx[n] = i;
+					held[n] = &c->parts[i];
+				}
+				n++;
 			}
-		}
-		if (n > 1) {
-			c->rr = (c->rr + 1) % c->nparts;
+		if (n > 1 && n <= JOINT_MAX)   /* more: each in turn */
 			return joint_run(c, held, idx, n);
-		}
 	}
 	/* each partition held in turn: the first with a batch ready runs it */
 	for (int k = 0; k < c->nparts; k++) {

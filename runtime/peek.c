@@ -73,6 +73,31 @@ static int show_batch(pgconn *c, const pgq_batch *b, const char *where, int limi
 	return shown;
 }
 
+/* peek runs beside the consumer: a member may finish the batch that
+ * pgq.next_batch_custom has just returned before pgq.batch_event_sql reads
+ * it (PgQ then cannot find it).  That batch is done; ask again. */
+#define PEEK_TRIES 5
+
+static int finished_meanwhile(const char *err)
+{
+	return strstr(err, "Cannot find data for batch") || strstr(err, "batch not found");
+}
+
+static pgq_result next_batch_settled(pgconn *c, const config *cfg, const char *name, const pgq_batch_knobs *k,
+                                     pgq_batch *b, char *err, size_t errlen)
+{
+	for (int i = 1;; i++) {
+		pgq_result r;
+		if (pgconn_cmd(c, "savepoint pgqlua_peek", err, errlen) != 0)
+			return PGQ_ERROR;
+		r = pgq_next_batch(c, cfg->queue_name, name, k, b, err, errlen);
+		if (r != PGQ_ERROR || i >= PEEK_TRIES || !finished_meanwhile(err))
+			return r;
+		if (pgconn_cmd(c, "rollback to savepoint pgqlua_peek", err, errlen) != 0)
+			return PGQ_ERROR;
+	}
+}
+
 /* The next events of one PgQ consumer (the consumer or partition `part`):
  * the number shown, or -1 with err. */
 static int peek_one(pgconn *c, const config *cfg, int part, int limit, int json, FILE *out, char *err,
@@ -93,7 +118,7 @@ static int peek_one(pgconn *c, const config *cfg, int part, int limit, int json,
 	}
 	while (shown < limit && batches++ < PEEK_MAX_BATCHES) {
 		PGresult *res;
-		pgq_result r = pgq_next_batch(c, cfg->queue_name, name, &k, &b, err, errlen);
+		pgq_result r = next_batch_settled(c, cfg, name, &k, &b, err, errlen);
 		if (r == PGQ_NONE)
 			break;
 		if (r != PGQ_DONE || (n = show_batch(c, &b, where, limit - shown, json, part, out, err, errlen)) < 0) {

@@ -85,6 +85,12 @@ six() { grep -q 'pgqlua_batches_total{queue="q_rsz",consumer="c_rsz",partition="
 wait_until 30 six && ok "metrics_file shows partition 5 of the 6" || fail "metrics_file: no partition 5"
 peeked=$("$PGQLUA" peek "$WORK/c_rsz.yaml" --limit 1)
 expect_eq "peek shows the 6 partitions of the layout" "6" "$(grep -c '^partition [0-9]' <<< "$peeked")"
+# beside the running members, which finish batches peek may have just seen
+peeks=0
+for i in $(seq 1 15); do
+	"$PGQLUA" peek "$WORK/c_rsz.yaml" --limit 1 > /dev/null 2>> "$WORK/peek.err" && peeks=$((peeks + 1))
+done
+expect_eq "peek beside the running members succeeds every time$(tail -n 1 "$WORK/peek.err" | sed 's/^/: /')" "15" "$peeks"
 
 # ---- to 3, with the ticker paused by someone else and the retried event
 # back in the queue (after the paused tick) for its old partition
