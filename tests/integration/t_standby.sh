@@ -42,8 +42,10 @@ expect_match "check stays OK for the standby" "^PGQLUA OK" "$("$PGQLUA" check "$
 
 active=c_sb standby=c_sb_b takeovers=0
 for i in $(seq 1 "$KILLS"); do
-	insert_slice
+	# counted before the slice goes in: the active instance may apply all
+	# of it before a count taken afterwards
 	before=$(sql "select count(*) from r_sb")
+	insert_slice
 	wait_until 60 bash -c "[ \$(psql -XAtqc 'select count(*) from r_sb') -gt $before ]" \
 		|| fail "kill $i: the active instance applied nothing"
 	kill -9 "${PID[$active]}"
